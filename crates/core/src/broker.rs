@@ -1,0 +1,374 @@
+//! The [`Broker`] trait: every operation a backend offers, and the types its calls exchange.
+//!
+//! Calls are batch-first: enqueue, reserve, ack, fail, extend, release and cancel take or
+//! return many tasks, so a backend can make one durable write or one round trip for a whole
+//! batch. A call either fails as a whole with a [`BrokerError`] (and changed nothing), or
+//! returns one result per item, in order, where single items may be refused with a
+//! [`Refusal`] without affecting the rest.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::error::BrokerError;
+use crate::id::TaskId;
+use crate::lease::{Lease, LeaseRef, Refusal};
+use crate::limits;
+use crate::name::QueueName;
+use crate::queue::{QueueConfig, QueueStats};
+use crate::state::{DeadReason, TaskState};
+use crate::task::{NewTask, Task};
+use crate::time::Timestamp;
+
+/// The answer to one task of an enqueue batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The task's id: new, or the existing task's when `duplicate`.
+    pub id: TaskId,
+    /// True when an idempotency key matched a task enqueued within the window; no new task
+    /// was created.
+    pub duplicate: bool,
+}
+
+/// A worker's request for tasks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReserveRequest {
+    /// The queue to reserve from.
+    pub queue: QueueName,
+    /// Most tasks to return, 1 ..= [`limits::BATCH_SIZE_MAX`]. A worker asks only for as many
+    /// as it has free capacity for.
+    pub max: usize,
+    /// How long each lease lasts, [`limits::LEASE_DURATION_MIN`] ..= [`limits::LEASE_DURATION_MAX`].
+    pub lease: Duration,
+    /// How long to wait for a task when none is ready (long poll); zero returns at once.
+    pub wait: Duration,
+    /// The worker's name, recorded on the leases for operators; optional.
+    pub worker: Option<String>,
+}
+
+impl ReserveRequest {
+    /// A request for up to `max` tasks from `queue` with `lease`-long leases, not waiting.
+    pub fn new(queue: QueueName, max: usize, lease: Duration) -> Self {
+        ReserveRequest {
+            queue,
+            max,
+            lease,
+            wait: Duration::ZERO,
+            worker: None,
+        }
+    }
+
+    /// Waits up to `wait` for a task when none is ready.
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Records `worker` as the lease holder.
+    pub fn worker(mut self, worker: impl Into<String>) -> Self {
+        self.worker = Some(worker.into());
+        self
+    }
+
+    /// Checks the request against the limits; the error names the offending field.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        if self.max == 0 || self.max > limits::BATCH_SIZE_MAX {
+            return Err(BrokerError::invalid(
+                "max",
+                format!("must be between 1 and {}", limits::BATCH_SIZE_MAX),
+            ));
+        }
+        validate_lease_duration(self.lease)?;
+        if self.wait > limits::RESERVE_WAIT_MAX {
+            return Err(BrokerError::invalid("wait", "must not exceed 60s"));
+        }
+        if let Some(worker) = &self.worker
+            && worker.len() > limits::KEY_LEN_MAX
+        {
+            return Err(BrokerError::invalid(
+                "worker",
+                format!("must be at most {} bytes", limits::KEY_LEN_MAX),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a lease duration against [`limits::LEASE_DURATION_MIN`] and
+/// [`limits::LEASE_DURATION_MAX`].
+pub fn validate_lease_duration(lease: Duration) -> Result<(), BrokerError> {
+    if lease < limits::LEASE_DURATION_MIN || lease > limits::LEASE_DURATION_MAX {
+        return Err(BrokerError::invalid(
+            "lease",
+            "must be between 100ms and 1h",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a batch holds 1 ..= [`limits::BATCH_SIZE_MAX`] items.
+pub fn validate_batch(size: usize) -> Result<(), BrokerError> {
+    if size > limits::BATCH_SIZE_MAX {
+        return Err(BrokerError::BatchTooLarge {
+            size,
+            max: limits::BATCH_SIZE_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// A reserved task and the lease that lets the worker finish it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reservation {
+    /// The task, with `attempt` already counting this attempt.
+    pub task: Task,
+    /// The lease to present with ack, fail, extend or release.
+    pub lease: Lease,
+}
+
+/// What a failed attempt asks for next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// Retry after the task's backoff, if attempts remain.
+    Backoff,
+    /// Retry after this wait, if attempts remain (e.g. a downstream's Retry-After).
+    After(Duration),
+    /// Do not retry: dead-letter the task as a permanent failure.
+    Never,
+}
+
+/// One failed attempt, reported by its lease holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The lease of the failed attempt.
+    pub lease: LeaseRef,
+    /// What went wrong, kept as the task's last error (truncated to
+    /// [`limits::ERROR_LEN_MAX`] bytes).
+    pub error: String,
+    /// Whether and when to retry.
+    pub retry: RetryDecision,
+}
+
+/// Where a failed task went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// It will run again at `run_at`.
+    Retrying {
+        /// When the next attempt may start.
+        run_at: Timestamp,
+    },
+    /// It is in the dead letters.
+    Dead {
+        /// Why.
+        reason: DeadReason,
+    },
+}
+
+/// Which tasks a list call returns. Tasks come in id order (creation order), `limit` at a
+/// time; pass the last id returned as `after` for the next page.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only this queue's tasks.
+    pub queue: Option<QueueName>,
+    /// Only tasks in this state.
+    pub state: Option<TaskState>,
+    /// Only dead letters with this reason (implies state dead).
+    pub dead_reason: Option<DeadReason>,
+    /// Only tasks with ids greater than this.
+    pub after: Option<TaskId>,
+    /// Most tasks to return, 1 ..= [`limits::LIST_LIMIT_MAX`].
+    pub limit: usize,
+}
+
+impl TaskFilter {
+    /// Checks the filter; the error names the offending field.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        if self.limit == 0 || self.limit > limits::LIST_LIMIT_MAX {
+            return Err(BrokerError::invalid(
+                "limit",
+                format!("must be between 1 and {}", limits::LIST_LIMIT_MAX),
+            ));
+        }
+        if self.dead_reason.is_some() && self.state.is_some_and(|s| s != TaskState::Dead) {
+            return Err(BrokerError::invalid(
+                "dead_reason",
+                "applies only to dead tasks",
+            ));
+        }
+        Ok(())
+    }
+
+    /// True when `task` passes the filter's queue, state and reason conditions (`after` and
+    /// `limit` are the caller's to apply).
+    pub fn matches(&self, task: &Task) -> bool {
+        self.queue.as_ref().is_none_or(|q| *q == task.queue)
+            && self.state.is_none_or(|s| s == task.state)
+            && self
+                .dead_reason
+                .is_none_or(|r| task.state == TaskState::Dead && task.dead_reason == Some(r))
+    }
+}
+
+/// Which dead letters a replay or purge acts on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeadSelector {
+    /// These tasks; ids that are not dead letters are skipped.
+    Ids(Vec<TaskId>),
+    /// Up to `limit` of the oldest dead letters matching the conditions.
+    Matching {
+        /// Only this queue's.
+        queue: Option<QueueName>,
+        /// Only those with this reason.
+        reason: Option<DeadReason>,
+        /// Most to act on, 1 ..= [`limits::BATCH_SIZE_MAX`].
+        limit: usize,
+    },
+}
+
+impl DeadSelector {
+    /// Checks the selector's size; the error names the offending field.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        match self {
+            DeadSelector::Ids(ids) => validate_batch(ids.len()),
+            DeadSelector::Matching { limit, .. } => {
+                if *limit == 0 || *limit > limits::BATCH_SIZE_MAX {
+                    return Err(BrokerError::invalid(
+                        "limit",
+                        format!("must be between 1 and {}", limits::BATCH_SIZE_MAX),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Optional behaviours a broker may lack. The conformance suite skips, and says it skips, the
+/// cases that need a capability the broker does not declare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Tasks of higher priority are reserved before lower ones.
+    pub priorities: bool,
+    /// Tasks sharing a partition key run one at a time in enqueue order.
+    pub partition_fifo: bool,
+}
+
+impl Capabilities {
+    /// Every capability.
+    pub const ALL: Capabilities = Capabilities {
+        priorities: true,
+        partition_fifo: true,
+    };
+}
+
+/// Per-item results of a lease operation (ack, release), in request order.
+pub type LeaseResults = Vec<Result<(), Refusal>>;
+
+/// A backend that stores tasks and hands them to workers: the embedded broker, Redis, or a
+/// remote server over HTTP.
+///
+/// Every state change goes through [`crate::transition`], so all brokers agree on what is
+/// legal; the conformance suite (crate `floodway-conformance`) checks that they agree on
+/// everything else. A call that returns `Ok` has made its effect durable to the broker's
+/// configured durability before returning.
+pub trait Broker: Send + Sync + 'static {
+    /// The optional behaviours this broker supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Adds tasks to `queue`, creating the queue with the default configuration if needed.
+    ///
+    /// All or nothing: if any task is invalid, or the queue is full and rejects, nothing is
+    /// enqueued. Returns one [`Enqueued`] per task, in order.
+    fn enqueue(
+        &self,
+        queue: &QueueName,
+        tasks: Vec<NewTask>,
+    ) -> impl Future<Output = Result<Vec<Enqueued>, BrokerError>> + Send;
+
+    /// Leases up to `request.max` ready tasks of the queue, highest priority first and oldest
+    /// first within a priority, waiting up to `request.wait` if none is ready. Returns an empty
+    /// list when the queue is unknown, paused or empty at the end of the wait.
+    fn reserve(
+        &self,
+        request: ReserveRequest,
+    ) -> impl Future<Output = Result<Vec<Reservation>, BrokerError>> + Send;
+
+    /// Completes tasks. Each lease must be current and unexpired.
+    fn ack(
+        &self,
+        leases: &[LeaseRef],
+    ) -> impl Future<Output = Result<LeaseResults, BrokerError>> + Send;
+
+    /// Records failed attempts: each task is retried after a backoff or dead-lettered.
+    fn fail(
+        &self,
+        failures: Vec<Failure>,
+    ) -> impl Future<Output = Result<Vec<Result<FailOutcome, Refusal>>, BrokerError>> + Send;
+
+    /// Extends leases to `duration` from now; returns each new lease.
+    fn extend(
+        &self,
+        leases: &[LeaseRef],
+        duration: Duration,
+    ) -> impl Future<Output = Result<Vec<Result<Lease, Refusal>>, BrokerError>> + Send;
+
+    /// Gives tasks back unrun: they return to ready without spending an attempt.
+    fn release(
+        &self,
+        leases: &[LeaseRef],
+    ) -> impl Future<Output = Result<LeaseResults, BrokerError>> + Send;
+
+    /// Withdraws tasks that have not started (scheduled, ready or retrying).
+    fn cancel(
+        &self,
+        ids: &[TaskId],
+    ) -> impl Future<Output = Result<LeaseResults, BrokerError>> + Send;
+
+    /// Moves scheduled and retrying tasks whose time has come to ready, and dead-letters
+    /// waiting tasks whose time to live has passed. Returns how many tasks moved. Brokers also
+    /// do this on their own; the call makes it happen now.
+    fn promote(&self) -> impl Future<Output = Result<u64, BrokerError>> + Send;
+
+    /// Takes back tasks whose lease expired: to ready, or to the dead letters if that was their
+    /// last attempt. Returns how many. Brokers also do this on their own.
+    fn reap(&self) -> impl Future<Output = Result<u64, BrokerError>> + Send;
+
+    /// Statistics of one queue (error if unknown), or of every queue when `queue` is `None`.
+    fn stats(
+        &self,
+        queue: Option<&QueueName>,
+    ) -> impl Future<Output = Result<Vec<QueueStats>, BrokerError>> + Send;
+
+    /// Sets a queue's configuration, creating the queue if it does not exist.
+    fn configure(
+        &self,
+        queue: &QueueName,
+        config: QueueConfig,
+    ) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    /// Stops workers from reserving from the queue; enqueue continues to work.
+    fn pause(&self, queue: &QueueName) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    /// Lets workers reserve from a paused queue again.
+    fn resume(&self, queue: &QueueName) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    /// One task, in any state (error if unknown).
+    fn get(&self, id: TaskId) -> impl Future<Output = Result<Task, BrokerError>> + Send;
+
+    /// Tasks matching the filter, in id order.
+    fn list(
+        &self,
+        filter: TaskFilter,
+    ) -> impl Future<Output = Result<Vec<Task>, BrokerError>> + Send;
+
+    /// Moves dead letters back to ready with fresh attempts. Returns how many moved.
+    fn replay(
+        &self,
+        selector: DeadSelector,
+    ) -> impl Future<Output = Result<u64, BrokerError>> + Send;
+
+    /// Deletes dead letters for ever. Returns how many.
+    fn purge(
+        &self,
+        selector: DeadSelector,
+    ) -> impl Future<Output = Result<u64, BrokerError>> + Send;
+}

@@ -1,0 +1,105 @@
+//! [`BrokerError`]: what can go wrong in a broker call, for every broker.
+//!
+//! A call that returns an error changed nothing, except where a variant says otherwise
+//! ([`BrokerError::Unavailable`] may leave the outcome unknown). Refusals of single items in a
+//! batch (a stale lease among good ones) are not errors of the call; they are
+//! [`crate::Refusal`]s in the per-item results.
+
+use std::time::Duration;
+
+use crate::id::TaskId;
+use crate::name::QueueName;
+
+/// Why a broker call failed as a whole.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// A field of the request is invalid; `field` names it, `reason` says what is wrong.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The offending field, as the API names it (`kind`, `retry.max_attempts`, ...).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A payload is larger than [`crate::limits::PAYLOAD_BYTES_MAX`].
+    #[error("payload of {size} bytes exceeds the limit of {max} bytes")]
+    PayloadTooLarge {
+        /// The payload's size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// A batch holds more items than [`crate::limits::BATCH_SIZE_MAX`].
+    #[error("batch of {size} items exceeds the limit of {max}")]
+    BatchTooLarge {
+        /// Items in the batch.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The named queue does not exist.
+    #[error("unknown queue {0}")]
+    UnknownQueue(QueueName),
+    /// The task does not exist (never did, or was purged).
+    #[error("unknown task {0}")]
+    UnknownTask(TaskId),
+    /// The queue holds its maximum number of waiting tasks and its overflow policy rejects new
+    /// ones. Backpressure: try again later.
+    #[error("queue {queue} is full: {length} tasks waiting, limit {max}")]
+    QueueFull {
+        /// The full queue.
+        queue: QueueName,
+        /// Waiting tasks now.
+        length: u64,
+        /// The queue's `length_max`.
+        max: u64,
+        /// A hint for when to try again.
+        retry_after: Duration,
+    },
+    /// A limit on the broker as a whole was reached (too many queues, say).
+    #[error("limit reached: {0}")]
+    LimitReached(String),
+    /// The broker cannot serve the call now (storage failed, connection lost, shutting down).
+    /// The call may or may not have taken effect.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl BrokerError {
+    /// An [`BrokerError::Invalid`] for `field`.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        BrokerError::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// True when the same call may succeed later unchanged: the queue was full or the broker
+    /// unavailable. Invalid input never becomes valid by waiting.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            BrokerError::QueueFull { .. } | BrokerError::Unavailable(_)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_backpressure_and_unavailability_are_retryable() {
+        let full = BrokerError::QueueFull {
+            queue: QueueName::new("q").unwrap(),
+            length: 10,
+            max: 10,
+            retry_after: Duration::from_secs(1),
+        };
+        assert!(full.is_retryable());
+        assert!(BrokerError::Unavailable("disk".into()).is_retryable());
+        assert!(!BrokerError::invalid("kind", "empty").is_retryable());
+        assert!(!BrokerError::PayloadTooLarge { size: 2, max: 1 }.is_retryable());
+    }
+}

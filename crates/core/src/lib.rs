@@ -1,0 +1,35 @@
+//! floodway's vocabulary: tasks, their states and legal transitions, leases with fencing,
+//! retry policies, queue configuration, limits, and the [`Broker`] trait every backend
+//! implements.
+//!
+//! This crate does no I/O and never sleeps or spawns: brokers, the worker runtime and the
+//! server build on it, and its rules (above all [`transition`]) are the same for all of them.
+//! Time and randomness come in as arguments ([`Clock`], `random: f64`), so everything here is
+//! deterministic under test.
+
+pub mod broker;
+pub mod duration;
+pub mod error;
+pub mod id;
+pub mod lease;
+pub mod limits;
+pub mod name;
+pub mod queue;
+pub mod retry;
+pub mod state;
+pub mod task;
+pub mod time;
+
+pub use broker::{
+    Broker, Capabilities, DeadSelector, Enqueued, FailOutcome, Failure, LeaseResults, Reservation,
+    ReserveRequest, RetryDecision, TaskFilter,
+};
+pub use error::BrokerError;
+pub use id::{IdGenerator, MalformedTaskId, TaskId};
+pub use lease::{Fence, Lease, LeaseRef, Refusal};
+pub use name::QueueName;
+pub use queue::{DeadCounts, OverflowPolicy, QueueConfig, QueueStats, QueueTotals, StateCounts};
+pub use retry::{Jitter, RetryPolicy};
+pub use state::{DeadReason, Event, IllegalTransition, TaskState, transition};
+pub use task::{Headers, NewTask, Task};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};
