@@ -5,6 +5,50 @@
 //! batch. A call either fails as a whole with a [`BrokerError`] (and changed nothing), or
 //! returns one result per item, in order, where single items may be refused with a
 //! [`Refusal`] without affecting the rest.
+//!
+//! # Semantics every broker keeps
+//!
+//! The conformance suite checks each of these rules on every broker.
+//!
+//! - **Time** is the broker's clock ([`crate::Clock`]). A lease whose `expires_at` is at or
+//!   before the broker's "now" is expired at that moment, whether or not the broker has reaped
+//!   it yet: ack, fail, extend and release of it are refused with [`Refusal::LeaseExpired`].
+//! - **Reservation order**: among eligible ready tasks, higher `priority` first; within a
+//!   priority, earlier `run_at` first (for a task enqueued ready, `run_at` is its enqueue time;
+//!   for a delayed or retried task, the time it became due; for a released, expired-lease or
+//!   replayed task, the time that happened); then lower id first. So the order does not depend
+//!   on when a broker got round to promoting a due task.
+//! - **Reserve** spends an attempt (`attempt + 1`), issues the next [`crate::Fence`], and sets
+//!   the lease to `now + request.lease`. Before choosing, it promotes due tasks, reaps expired
+//!   leases and dead-letters waiting tasks whose TTL passed, exactly as [`Broker::promote`] and
+//!   [`Broker::reap`] would. A paused or unknown queue yields nothing; like an empty one, it is
+//!   waited on for up to `request.wait`.
+//! - **Partition keys**: among the unfinished tasks (not completed, dead or cancelled) sharing a
+//!   partition key in one queue, only the one with the lowest id is eligible; the next becomes
+//!   eligible when it finishes. The others still count as ready (or scheduled) in statistics.
+//! - **Failure**: with attempts left and a retry decision other than `Never`, the task goes to
+//!   retrying with `run_at = now + backoff` (the policy's, or the decision's wait); otherwise to
+//!   the dead letters (`max_attempts` or `permanent_failure`). A lease that expires on the
+//!   task's last attempt dead-letters it (`max_attempts`); otherwise the task returns to ready
+//!   with its attempt spent.
+//! - **Release** returns the task to ready with `run_at = now` and gives the attempt back.
+//! - **Idempotency**: an enqueue whose idempotency key was used in the same queue less than the
+//!   queue's `idempotency_window` ago (counted from the first use) creates nothing and returns
+//!   the first task's id with `duplicate: true`, whatever that task's state now. Within one
+//!   batch the second use of a key is a duplicate of the first.
+//! - **Length**: a queue's length is its scheduled, ready and retrying tasks. An enqueue batch
+//!   whose new tasks would take the length above `length_max` is refused as a whole with
+//!   [`BrokerError::QueueFull`] under [`crate::OverflowPolicy::Reject`]; under
+//!   [`crate::OverflowPolicy::DeadLetterOldest`] it is accepted and the oldest waiting tasks
+//!   (lowest ids) go to the dead letters with reason `overflow`. A batch with more new tasks
+//!   than `length_max` is refused under either policy.
+//! - **TTL**: a task whose `expires_at` passes while it is scheduled, ready or retrying goes to
+//!   the dead letters (`expired`); a running task is not interrupted.
+//! - **Retention**: completed and cancelled tasks are kept up to the queue's
+//!   `completed_retain` each, dead letters up to `dead_retain`; beyond that the oldest (lowest
+//!   id) are deleted.
+//! - **Replay** moves a dead letter to ready with `attempt = 0`, `run_at = now`, and clears its
+//!   dead reason.
 
 use std::future::Future;
 use std::time::Duration;
