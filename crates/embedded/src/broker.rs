@@ -1,0 +1,638 @@
+//! [`EmbeddedBroker`]: the [`Broker`] on top of [`State`] and [`Storage`], with group commit.
+//!
+//! ```text
+//!  callers (async)          flusher thread                     maintenance thread
+//!  lock core                 wait for pending frames            every interval:
+//!  state op → frames ──►     take them, write(2), fdatasync     promote + reap
+//!  unlock                    publish "durable up to N" ──┐      (frames go the same way)
+//!  wait until durable ≥ N ◄──────────────────────────────┘
+//! ```
+//!
+//! One mutex guards the state and the buffer of frames not yet written. An operation holds it
+//! only while it changes the in-memory state and encodes the records (microseconds), then waits,
+//! without the lock, for the flusher to report its frames durable. While the flusher syncs one
+//! buffer, the next operations fill the next, so one `fdatasync` serves every operation that
+//! arrived during the previous one: that is group commit, and why throughput grows with
+//! concurrency instead of being capped at one sync per call.
+//!
+//! Every mutating call waits until everything appended before its reply is durable, not only its
+//! own frames, so no reply ever depends on a change that could still be lost (a duplicate
+//! enqueue answered with the id of a task whose own enqueue is not yet durable, say). Reads
+//! (`get`, `list`, `stats`) do not wait.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use floodway_core::{
+    Broker, BrokerError, Capabilities, Clock, DeadSelector, Enqueued, FailOutcome, Failure, Lease,
+    LeaseRef, LeaseResults, NewTask, QueueConfig, QueueName, QueueStats, Refusal, Reservation,
+    ReserveRequest, Task, TaskFilter, TaskId, Timestamp,
+};
+use tokio::sync::{Notify, watch};
+
+use crate::options::{Durability, Options};
+use crate::record;
+use crate::state::State;
+use crate::storage::{self, OpenError, RecoveryReport, Storage};
+
+/// How many expired idempotency keys one maintenance round forgets at most, so the round stays
+/// short however many keys expire at once.
+const IDEMPOTENCY_SWEEP_MAX: usize = 10_000;
+
+/// What the flusher tells waiting callers.
+#[derive(Clone, Debug, Default)]
+struct Durable {
+    /// Every batch of frames up to this sequence number is durable.
+    through: u64,
+    /// Set when storage failed: nothing more will become durable.
+    failed: Option<String>,
+    /// Set when the flusher has written everything and stopped.
+    closed: bool,
+}
+
+/// What the lock guards.
+struct Core {
+    state: State,
+    rng: fastrand::Rng,
+    /// Frames encoded but not yet handed to the flusher.
+    pending: Vec<u8>,
+    /// Sequence number of the last batch of frames added to `pending`.
+    appended: u64,
+    /// Wakers for reserve calls waiting on a queue.
+    waiters: HashMap<QueueName, Arc<Notify>>,
+    /// Set by close: no more calls are accepted, the threads finish.
+    closing: bool,
+    /// Set when storage failed; every call is refused from then on.
+    failed: Option<String>,
+}
+
+/// State shared with the background threads.
+struct Shared {
+    core: Mutex<Core>,
+    /// Signalled when frames are pending and on close; the flusher waits on it.
+    flush_wanted: Condvar,
+    /// Signalled on close; the maintenance thread waits on it between rounds.
+    maintenance_stop: Condvar,
+    durable: watch::Sender<Durable>,
+    clock: Arc<dyn Clock>,
+}
+
+/// The embedded broker: floodway's default backend, durable in one data directory with no
+/// external service. Cheap to clone; clones share one broker. Closing (or dropping the last
+/// clone) flushes and releases the directory.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use floodway_core::{Broker, NewTask, QueueName};
+/// use floodway_embedded::{EmbeddedBroker, Options};
+///
+/// let broker = EmbeddedBroker::open("./floodway-data", Options::default())?;
+/// let queue = QueueName::new("emails")?;
+/// let ids = broker
+///     .enqueue(&queue, vec![NewTask::new("send_email", r#"{"to":"a@example.com"}"#)])
+///     .await?;
+/// println!("enqueued {}", ids[0].id);
+/// broker.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct EmbeddedBroker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    dir: PathBuf,
+    durability: Durability,
+    recovery: RecoveryReport,
+}
+
+impl EmbeddedBroker {
+    /// Opens the broker on data directory `dir` (created if missing), recovering what it holds.
+    ///
+    /// Fails if another process has the directory open, or if its files are damaged beyond an
+    /// unfinished final write.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Self, OpenError> {
+        let dir = dir.as_ref().to_owned();
+        let mut state = State::default();
+        let (storage, recovery) = Storage::open(&dir, |record| {
+            state.apply(record).map_err(|e| e.to_string())
+        })?;
+        state.take_woken();
+        tracing::info!(
+            dir = %dir.display(),
+            snapshot = ?recovery.snapshot,
+            records = recovery.records,
+            torn_tail_bytes = recovery.torn_tail_bytes,
+            tasks = state.task_count(),
+            durability = %options.durability,
+            "embedded broker opened"
+        );
+        let shared = Arc::new(Shared {
+            core: Mutex::new(Core {
+                state,
+                rng: fastrand::Rng::new(),
+                pending: Vec::with_capacity(64 * 1024),
+                appended: 0,
+                waiters: HashMap::new(),
+                closing: false,
+                failed: None,
+            }),
+            flush_wanted: Condvar::new(),
+            maintenance_stop: Condvar::new(),
+            durable: watch::Sender::new(Durable::default()),
+            clock: options.clock.clone(),
+        });
+        let mut threads = Vec::new();
+        let flusher_shared = shared.clone();
+        let durability = options.durability;
+        let snapshot_min = options.snapshot_log_bytes_min;
+        threads.push(
+            std::thread::Builder::new()
+                .name("floodway-flusher".into())
+                .spawn(move || flusher(&flusher_shared, storage, durability, snapshot_min))
+                .map_err(|source| OpenError::Io {
+                    context: "starting the flusher thread".into(),
+                    source,
+                })?,
+        );
+        if let Some(interval) = options.maintenance_interval {
+            let maintenance_shared = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("floodway-maintenance".into())
+                    .spawn(move || maintenance(&maintenance_shared, interval))
+                    .map_err(|source| OpenError::Io {
+                        context: "starting the maintenance thread".into(),
+                        source,
+                    })?,
+            );
+        }
+        Ok(EmbeddedBroker {
+            inner: Arc::new(Inner {
+                shared,
+                threads: Mutex::new(threads),
+                dir,
+                durability,
+                recovery,
+            }),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The durability setting in force.
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
+    }
+
+    /// What recovery found when the broker opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// Writes and syncs everything, stops the background threads and releases the data
+    /// directory. Calls made afterwards, through any clone, fail with
+    /// [`BrokerError::Unavailable`]. Closing twice is harmless.
+    pub async fn close(&self) {
+        self.inner.shared.begin_close();
+        let mut durable = self.inner.shared.durable.subscribe();
+        // The flusher reports `closed` (or `failed`) as its last act; if it is gone already the
+        // channel is closed too, which is as good.
+        let _ = durable.wait_for(|d| d.closed || d.failed.is_some()).await;
+        self.inner.join_threads();
+    }
+
+    /// Runs `op` on the state under the lock and returns its result with the sequence number
+    /// to wait for before replying.
+    fn run<T>(
+        &self,
+        op: impl FnOnce(
+            &mut State,
+            Timestamp,
+            &mut fastrand::Rng,
+            &mut Vec<u8>,
+        ) -> Result<T, BrokerError>,
+    ) -> Result<(T, u64), BrokerError> {
+        self.inner.shared.run(op)
+    }
+
+    /// Waits until every frame batch up to `through` is durable.
+    async fn durable(&self, through: u64) -> Result<(), BrokerError> {
+        let mut durable = self.inner.shared.durable.subscribe();
+        let result = durable
+            .wait_for(|d| d.through >= through || d.failed.is_some() || d.closed)
+            .await;
+        match result {
+            Ok(d) if d.through >= through => Ok(()),
+            Ok(d) => Err(BrokerError::Unavailable(match &d.failed {
+                Some(reason) => format!("storage failed: {reason}"),
+                None => "the broker closed before the change was durable".into(),
+            })),
+            Err(_) => Err(BrokerError::Unavailable("the broker is closed".into())),
+        }
+    }
+
+    /// Runs a mutating `op` and waits for durability before returning its result.
+    async fn mutate<T>(
+        &self,
+        op: impl FnOnce(
+            &mut State,
+            Timestamp,
+            &mut fastrand::Rng,
+            &mut Vec<u8>,
+        ) -> Result<T, BrokerError>,
+    ) -> Result<T, BrokerError> {
+        let (result, through) = self.run(op)?;
+        self.durable(through).await?;
+        Ok(result)
+    }
+
+    /// Runs a read-only `op`.
+    fn read<T>(
+        &self,
+        op: impl FnOnce(&State, Timestamp) -> Result<T, BrokerError>,
+    ) -> Result<T, BrokerError> {
+        let core = self.inner.shared.lock_open()?;
+        let now = self.inner.shared.clock.now();
+        op(&core.state, now)
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock is a bug in `State`; the state may be half-changed, so
+        // carrying on would risk writing garbage. Propagate it.
+        self.core
+            .lock()
+            .expect("broker state lock poisoned by an earlier panic")
+    }
+
+    /// The lock, if the broker still accepts calls.
+    fn lock_open(&self) -> Result<MutexGuard<'_, Core>, BrokerError> {
+        let core = self.lock();
+        if let Some(reason) = &core.failed {
+            return Err(BrokerError::Unavailable(format!(
+                "storage failed: {reason}"
+            )));
+        }
+        if core.closing {
+            return Err(BrokerError::Unavailable("the broker is closed".into()));
+        }
+        Ok(core)
+    }
+
+    fn run<T>(
+        &self,
+        op: impl FnOnce(
+            &mut State,
+            Timestamp,
+            &mut fastrand::Rng,
+            &mut Vec<u8>,
+        ) -> Result<T, BrokerError>,
+    ) -> Result<(T, u64), BrokerError> {
+        let mut core = self.lock_open()?;
+        let now = self.clock.now();
+        let before = core.pending.len();
+        let core = &mut *core;
+        let result = op(&mut core.state, now, &mut core.rng, &mut core.pending);
+        if core.pending.len() > before {
+            core.appended += 1;
+            self.flush_wanted.notify_one();
+        }
+        for queue in core.state.take_woken() {
+            if let Some(waiters) = core.waiters.get(&queue) {
+                waiters.notify_waiters();
+            }
+        }
+        debug_assert!(
+            result.is_ok() || core.pending.len() == before,
+            "a failed operation must not commit records"
+        );
+        result.map(|value| (value, core.appended))
+    }
+
+    fn begin_close(&self) {
+        let mut core = self.lock();
+        core.closing = true;
+        for waiters in core.waiters.values() {
+            waiters.notify_waiters();
+        }
+        drop(core);
+        self.flush_wanted.notify_all();
+        self.maintenance_stop.notify_all();
+    }
+
+    fn fail(&self, reason: String) {
+        tracing::error!(%reason, "embedded broker storage failed; refusing all calls");
+        let mut core = self.lock();
+        core.failed = Some(reason.clone());
+        for waiters in core.waiters.values() {
+            waiters.notify_waiters();
+        }
+        drop(core);
+        self.durable.send_modify(|d| d.failed = Some(reason));
+    }
+}
+
+impl Inner {
+    fn join_threads(&self) {
+        let threads = std::mem::take(&mut *self.threads.lock().expect("thread list lock"));
+        for thread in threads {
+            if thread.join().is_err() {
+                tracing::error!("an embedded broker thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.begin_close();
+        self.join_threads();
+    }
+}
+
+/// The flusher thread: writes pending frames, syncs per the durability setting, publishes
+/// progress, and compacts the log into a snapshot when it has grown enough.
+fn flusher(shared: &Shared, mut storage: Storage, durability: Durability, snapshot_min: u64) {
+    let mut spare = Vec::with_capacity(64 * 1024);
+    let mut unsynced = false;
+    let mut last_sync = Instant::now();
+    loop {
+        let snapshot_due = storage.wants_snapshot(snapshot_min);
+        let (mut frames, through, closing, image) = {
+            let mut core = shared.lock();
+            loop {
+                if !core.pending.is_empty() || core.closing {
+                    break;
+                }
+                match durability {
+                    Durability::Interval(every) if unsynced => {
+                        let left = every.saturating_sub(last_sync.elapsed());
+                        if left.is_zero() {
+                            break;
+                        }
+                        core = shared
+                            .flush_wanted
+                            .wait_timeout(core, left)
+                            .expect("broker state lock poisoned")
+                            .0;
+                    }
+                    _ => {
+                        core = shared
+                            .flush_wanted
+                            .wait(core)
+                            .expect("broker state lock poisoned");
+                    }
+                }
+            }
+            let frames = std::mem::replace(&mut core.pending, std::mem::take(&mut spare));
+            // The snapshot must show exactly what the logs written so far hold, so it is taken
+            // together with the last frames of the old log, under the same lock.
+            let image = (snapshot_due && !core.closing).then(|| {
+                let mut image = Vec::new();
+                let mut count = 0u64;
+                let now = shared.clock.now();
+                core.state.snapshot_records(now, |rec| {
+                    storage::frame(&mut image, |payload| record::encode(rec, payload));
+                    count += 1;
+                });
+                (image, count)
+            });
+            (frames, core.appended, core.closing, image)
+        };
+
+        let result = (|| {
+            if !frames.is_empty() {
+                storage.append(&frames)?;
+                unsynced = true;
+            }
+            let sync_now = match durability {
+                Durability::Fsync => true,
+                Durability::Interval(every) => last_sync.elapsed() >= every,
+                Durability::Off => false,
+            } || closing
+                || image.is_some();
+            if sync_now && unsynced {
+                storage.sync()?;
+                unsynced = false;
+                last_sync = Instant::now();
+            }
+            Ok::<(), OpenError>(())
+        })();
+        if let Err(err) = result {
+            shared.fail(err.to_string());
+            return;
+        }
+        shared
+            .durable
+            .send_modify(|d| d.through = d.through.max(through));
+
+        if let Some((image, count)) = image {
+            let started = Instant::now();
+            if let Err(err) = storage.install_snapshot(&image, count) {
+                shared.fail(format!("writing a snapshot: {err}"));
+                return;
+            }
+            tracing::info!(
+                records = count,
+                bytes = image.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "log compacted into a snapshot"
+            );
+        }
+        if closing {
+            shared.durable.send_modify(|d| d.closed = true);
+            return;
+        }
+        frames.clear();
+        spare = frames;
+    }
+}
+
+/// The maintenance thread: promotes due tasks, expires TTLs and reaps leases on its own, so
+/// tasks move even when no caller does anything.
+fn maintenance(shared: &Shared, interval: Duration) {
+    let mut rounds: u64 = 0;
+    loop {
+        {
+            let core = shared.lock();
+            if core.closing || core.failed.is_some() {
+                return;
+            }
+            let (core, _) = shared
+                .maintenance_stop
+                .wait_timeout(core, interval)
+                .expect("broker state lock poisoned");
+            if core.closing || core.failed.is_some() {
+                return;
+            }
+        }
+        rounds += 1;
+        let sweep = rounds.is_multiple_of(50);
+        let result = shared.run(|state, now, _, log| {
+            state.promote(now, log);
+            state.reap(now, log);
+            if sweep {
+                state.sweep_idempotency(now, IDEMPOTENCY_SWEEP_MAX);
+            }
+            Ok(())
+        });
+        if result.is_err() {
+            return;
+        }
+    }
+}
+
+impl Broker for EmbeddedBroker {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    async fn enqueue(
+        &self,
+        queue: &QueueName,
+        tasks: Vec<NewTask>,
+    ) -> Result<Vec<Enqueued>, BrokerError> {
+        self.mutate(|state, now, rng, log| state.enqueue(queue, tasks, now, rng, log))
+            .await
+    }
+
+    async fn reserve(&self, request: ReserveRequest) -> Result<Vec<Reservation>, BrokerError> {
+        request.validate()?;
+        let deadline = tokio::time::Instant::now() + request.wait;
+        loop {
+            let notify = {
+                let mut core = self.inner.shared.lock_open()?;
+                core.waiters
+                    .entry(request.queue.clone())
+                    .or_default()
+                    .clone()
+            };
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            // Register for wake-ups before looking, so an enqueue between the look and the
+            // wait cannot be missed.
+            notified.as_mut().enable();
+            let (reservations, through) =
+                self.run(|state, now, _, log| state.reserve(&request, now, log))?;
+            let now_instant = tokio::time::Instant::now();
+            if !reservations.is_empty() || now_instant >= deadline {
+                self.forget_waiter(&request.queue);
+                self.durable(through).await?;
+                return Ok(reservations);
+            }
+            // Sleep until woken, the deadline, or the queue's next timed event (a scheduled
+            // task falling due, a lease expiring), whichever is first.
+            let next_event = self.read(|state, now| {
+                Ok(state
+                    .next_event(&request.queue)
+                    .map(|at| at.saturating_since(now).max(Duration::from_millis(1))))
+            })?;
+            let wake_at = next_event.map_or(deadline, |in_| deadline.min(now_instant + in_));
+            let _ = tokio::time::timeout_at(wake_at, notified).await;
+        }
+    }
+
+    async fn ack(&self, leases: &[LeaseRef]) -> Result<LeaseResults, BrokerError> {
+        self.mutate(|state, now, _, log| state.ack(leases, now, log))
+            .await
+    }
+
+    async fn fail(
+        &self,
+        failures: Vec<Failure>,
+    ) -> Result<Vec<Result<FailOutcome, Refusal>>, BrokerError> {
+        self.mutate(|state, now, rng, log| state.fail(failures, now, rng, log))
+            .await
+    }
+
+    async fn extend(
+        &self,
+        leases: &[LeaseRef],
+        duration: Duration,
+    ) -> Result<Vec<Result<Lease, Refusal>>, BrokerError> {
+        self.mutate(|state, now, _, log| state.extend(leases, duration, now, log))
+            .await
+    }
+
+    async fn release(&self, leases: &[LeaseRef]) -> Result<LeaseResults, BrokerError> {
+        self.mutate(|state, now, _, log| state.release(leases, now, log))
+            .await
+    }
+
+    async fn cancel(&self, ids: &[TaskId]) -> Result<LeaseResults, BrokerError> {
+        self.mutate(|state, now, _, log| state.cancel(ids, now, log))
+            .await
+    }
+
+    async fn promote(&self) -> Result<u64, BrokerError> {
+        self.mutate(|state, now, _, log| Ok(state.promote(now, log)))
+            .await
+    }
+
+    async fn reap(&self) -> Result<u64, BrokerError> {
+        self.mutate(|state, now, _, log| Ok(state.reap(now, log)))
+            .await
+    }
+
+    async fn stats(&self, queue: Option<&QueueName>) -> Result<Vec<QueueStats>, BrokerError> {
+        self.read(|state, now| state.stats(queue, now))
+    }
+
+    async fn configure(&self, queue: &QueueName, config: QueueConfig) -> Result<(), BrokerError> {
+        self.mutate(|state, _, _, log| state.configure(queue, config, log))
+            .await
+    }
+
+    async fn pause(&self, queue: &QueueName) -> Result<(), BrokerError> {
+        self.mutate(|state, _, _, log| state.set_paused(queue, true, log))
+            .await
+    }
+
+    async fn resume(&self, queue: &QueueName) -> Result<(), BrokerError> {
+        self.mutate(|state, _, _, log| state.set_paused(queue, false, log))
+            .await
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Task, BrokerError> {
+        self.read(|state, _| state.get(id))
+    }
+
+    async fn list(&self, filter: TaskFilter) -> Result<Vec<Task>, BrokerError> {
+        self.read(|state, _| state.list(&filter))
+    }
+
+    async fn replay(&self, selector: DeadSelector) -> Result<u64, BrokerError> {
+        self.mutate(|state, now, _, log| state.replay(&selector, now, log))
+            .await
+    }
+
+    async fn purge(&self, selector: DeadSelector) -> Result<u64, BrokerError> {
+        self.mutate(|state, _, _, log| state.purge(&selector, log))
+            .await
+    }
+}
+
+impl EmbeddedBroker {
+    /// Drops the waiter entry of `queue` when no other reserve call is waiting on it, so the
+    /// map holds only queues someone waits on. The caller still holds one reference.
+    fn forget_waiter(&self, queue: &QueueName) {
+        let mut core = self.inner.shared.lock();
+        if core
+            .waiters
+            .get(queue)
+            .is_some_and(|waiters| Arc::strong_count(waiters) <= 2)
+        {
+            core.waiters.remove(queue);
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! floodway's default broker: durable, single node, one data directory, no external service.
+//!
+//! The whole state lives in memory (module `state`), indexed so every operation is O(log n) in the
+//! number of tasks; every change is also a record (module `record`) appended to a log in the data directory
+//! (module `storage`) and made durable with group commit before the call that made it returns
+//! (module `broker`). On open, the newest snapshot plus the logs after it rebuild the state. The log
+//! is compacted into a new snapshot once it outgrows the previous one.
+//!
+//! docs/decisions/0001-embedded-storage.md explains why this design beat SQLite, redb and
+//! fjall on floodway's workloads.
+
+mod broker;
+mod options;
+mod record;
+mod state;
+mod storage;
+
+pub use broker::EmbeddedBroker;
+pub use options::{Durability, InvalidDurability, Options};
+pub use storage::{OpenError, RecoveryReport};

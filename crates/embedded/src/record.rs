@@ -1,0 +1,814 @@
+//! [`Record`]: one durable change to the broker's state, and its binary encoding.
+//!
+//! The log is a sequence of records; a snapshot is too. Records are deltas (a reservation is
+//! "task X now has fence F until T"), not commands, so replaying them needs no clock and no
+//! randomness and always rebuilds the same state. The encoding is written by hand, field by
+//! field, so the on-disk format changes only when this file does; [`FORMAT_VERSION`] names it.
+//!
+//! Encoding: unsigned integers are LEB128 varints, strings and byte strings are a varint
+//! length and the bytes, options a 0/1 tag, task ids 16 big-endian bytes.
+
+use std::time::Duration;
+
+use floodway_core::{
+    DeadCounts, DeadReason, Fence, Jitter, OverflowPolicy, QueueConfig, QueueName, QueueTotals,
+    RetryPolicy, Task, TaskId, TaskState, Timestamp,
+};
+
+/// The version of the record encoding, written in every file header. Bump it when an encoding
+/// changes, and teach [`decode`] to read the old one.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+/// One durable change. See the module docs.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Record {
+    /// A queue was created or its configuration replaced.
+    QueueConfigured {
+        queue: QueueName,
+        config: QueueConfig,
+    },
+    /// A task was accepted. `idempotency_expires_at` is set when it carries a key.
+    Enqueued {
+        task: Box<Task>,
+        idempotency_expires_at: Option<Timestamp>,
+    },
+    /// A scheduled or retrying task became ready.
+    Promoted { id: TaskId },
+    /// A task was leased.
+    Reserved {
+        id: TaskId,
+        fence: Fence,
+        expires_at: Timestamp,
+        worker: Option<String>,
+    },
+    /// A lease was extended.
+    Extended { id: TaskId, expires_at: Timestamp },
+    /// A task completed.
+    Acked { id: TaskId, at: Timestamp },
+    /// An attempt failed and the task will retry at `run_at`.
+    Retried {
+        id: TaskId,
+        at: Timestamp,
+        run_at: Timestamp,
+        error: String,
+    },
+    /// An attempt failed and the task went to the dead letters.
+    Failed {
+        id: TaskId,
+        at: Timestamp,
+        reason: DeadReason,
+        error: String,
+    },
+    /// The lease holder gave the task back unrun.
+    Released { id: TaskId, at: Timestamp },
+    /// A lease expired; the task went back to ready, or (`dead`) to the dead letters.
+    LeaseExpired {
+        id: TaskId,
+        at: Timestamp,
+        dead: bool,
+    },
+    /// A waiting task's time to live passed.
+    Expired { id: TaskId, at: Timestamp },
+    /// A waiting task was dropped to make room in a full queue.
+    Overflowed { id: TaskId, at: Timestamp },
+    /// A waiting task was cancelled.
+    Cancelled { id: TaskId, at: Timestamp },
+    /// A dead letter was replayed.
+    Replayed { id: TaskId, at: Timestamp },
+    /// A dead letter was purged.
+    Purged { id: TaskId },
+    /// Snapshot only: a task as it stands.
+    Restored { task: Box<Task> },
+    /// Snapshot only: a queue's running totals.
+    Totals {
+        queue: QueueName,
+        totals: QueueTotals,
+    },
+    /// Snapshot only: an idempotency key still inside its window.
+    IdempotencyKey {
+        queue: QueueName,
+        key: String,
+        id: TaskId,
+        expires_at: Timestamp,
+    },
+    /// Snapshot only: every id issued so far is at most this one.
+    IdFloor { id: TaskId },
+}
+
+/// Why bytes are not a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed record: {0}")]
+pub(crate) struct DecodeError(pub(crate) &'static str);
+
+/// Appends the encoding of `record` to `out`.
+pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) {
+    let mut w = Writer(out);
+    match record {
+        Record::QueueConfigured { queue, config } => {
+            w.u8(1);
+            w.str(queue.as_str());
+            w.queue_config(config);
+        }
+        Record::Enqueued {
+            task,
+            idempotency_expires_at,
+        } => {
+            w.u8(2);
+            w.task(task);
+            w.opt_time(*idempotency_expires_at);
+        }
+        Record::Promoted { id } => {
+            w.u8(3);
+            w.id(*id);
+        }
+        Record::Reserved {
+            id,
+            fence,
+            expires_at,
+            worker,
+        } => {
+            w.u8(4);
+            w.id(*id);
+            w.uint(fence.0);
+            w.time(*expires_at);
+            w.opt_str(worker.as_deref());
+        }
+        Record::Extended { id, expires_at } => {
+            w.u8(5);
+            w.id(*id);
+            w.time(*expires_at);
+        }
+        Record::Acked { id, at } => {
+            w.u8(6);
+            w.id(*id);
+            w.time(*at);
+        }
+        Record::Retried {
+            id,
+            at,
+            run_at,
+            error,
+        } => {
+            w.u8(7);
+            w.id(*id);
+            w.time(*at);
+            w.time(*run_at);
+            w.str(error);
+        }
+        Record::Failed {
+            id,
+            at,
+            reason,
+            error,
+        } => {
+            w.u8(8);
+            w.id(*id);
+            w.time(*at);
+            w.u8(reason.index() as u8);
+            w.str(error);
+        }
+        Record::Released { id, at } => {
+            w.u8(9);
+            w.id(*id);
+            w.time(*at);
+        }
+        Record::LeaseExpired { id, at, dead } => {
+            w.u8(10);
+            w.id(*id);
+            w.time(*at);
+            w.u8(u8::from(*dead));
+        }
+        Record::Expired { id, at } => {
+            w.u8(11);
+            w.id(*id);
+            w.time(*at);
+        }
+        Record::Overflowed { id, at } => {
+            w.u8(12);
+            w.id(*id);
+            w.time(*at);
+        }
+        Record::Cancelled { id, at } => {
+            w.u8(13);
+            w.id(*id);
+            w.time(*at);
+        }
+        Record::Replayed { id, at } => {
+            w.u8(14);
+            w.id(*id);
+            w.time(*at);
+        }
+        Record::Purged { id } => {
+            w.u8(15);
+            w.id(*id);
+        }
+        Record::Restored { task } => {
+            w.u8(16);
+            w.task(task);
+        }
+        Record::Totals { queue, totals } => {
+            w.u8(17);
+            w.str(queue.as_str());
+            w.totals(totals);
+        }
+        Record::IdempotencyKey {
+            queue,
+            key,
+            id,
+            expires_at,
+        } => {
+            w.u8(18);
+            w.str(queue.as_str());
+            w.str(key);
+            w.id(*id);
+            w.time(*expires_at);
+        }
+        Record::IdFloor { id } => {
+            w.u8(19);
+            w.id(*id);
+        }
+    }
+}
+
+/// Decodes one record that fills `bytes` exactly.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    let mut r = Reader(bytes);
+    let record = match r.u8()? {
+        1 => Record::QueueConfigured {
+            queue: r.queue()?,
+            config: r.queue_config()?,
+        },
+        2 => Record::Enqueued {
+            task: Box::new(r.task()?),
+            idempotency_expires_at: r.opt_time()?,
+        },
+        3 => Record::Promoted { id: r.id()? },
+        4 => Record::Reserved {
+            id: r.id()?,
+            fence: Fence(r.uint()?),
+            expires_at: r.time()?,
+            worker: r.opt_string()?,
+        },
+        5 => Record::Extended {
+            id: r.id()?,
+            expires_at: r.time()?,
+        },
+        6 => Record::Acked {
+            id: r.id()?,
+            at: r.time()?,
+        },
+        7 => Record::Retried {
+            id: r.id()?,
+            at: r.time()?,
+            run_at: r.time()?,
+            error: r.string()?,
+        },
+        8 => Record::Failed {
+            id: r.id()?,
+            at: r.time()?,
+            reason: r.dead_reason()?,
+            error: r.string()?,
+        },
+        9 => Record::Released {
+            id: r.id()?,
+            at: r.time()?,
+        },
+        10 => Record::LeaseExpired {
+            id: r.id()?,
+            at: r.time()?,
+            dead: r.bool()?,
+        },
+        11 => Record::Expired {
+            id: r.id()?,
+            at: r.time()?,
+        },
+        12 => Record::Overflowed {
+            id: r.id()?,
+            at: r.time()?,
+        },
+        13 => Record::Cancelled {
+            id: r.id()?,
+            at: r.time()?,
+        },
+        14 => Record::Replayed {
+            id: r.id()?,
+            at: r.time()?,
+        },
+        15 => Record::Purged { id: r.id()? },
+        16 => Record::Restored {
+            task: Box::new(r.task()?),
+        },
+        17 => Record::Totals {
+            queue: r.queue()?,
+            totals: r.totals()?,
+        },
+        18 => Record::IdempotencyKey {
+            queue: r.queue()?,
+            key: r.string()?,
+            id: r.id()?,
+            expires_at: r.time()?,
+        },
+        19 => Record::IdFloor { id: r.id()? },
+        _ => return Err(DecodeError("unknown record type")),
+    };
+    if !r.0.is_empty() {
+        return Err(DecodeError("trailing bytes"));
+    }
+    Ok(record)
+}
+
+struct Writer<'a>(&'a mut Vec<u8>);
+
+impl Writer<'_> {
+    fn u8(&mut self, value: u8) {
+        self.0.push(value);
+    }
+
+    fn uint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.0.push((value as u8) | 0x80);
+            value >>= 7;
+        }
+        self.0.push(value as u8);
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.uint(bytes.len() as u64);
+        self.0.extend_from_slice(bytes);
+    }
+
+    fn str(&mut self, text: &str) {
+        self.bytes(text.as_bytes());
+    }
+
+    fn opt_str(&mut self, text: Option<&str>) {
+        match text {
+            Some(text) => {
+                self.u8(1);
+                self.str(text);
+            }
+            None => self.u8(0),
+        }
+    }
+
+    fn id(&mut self, id: TaskId) {
+        self.0.extend_from_slice(&id.as_u128().to_be_bytes());
+    }
+
+    fn time(&mut self, at: Timestamp) {
+        self.uint(at.as_millis());
+    }
+
+    fn opt_time(&mut self, at: Option<Timestamp>) {
+        match at {
+            Some(at) => {
+                self.u8(1);
+                self.time(at);
+            }
+            None => self.u8(0),
+        }
+    }
+
+    fn duration(&mut self, duration: Duration) {
+        self.uint(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
+    }
+
+    fn opt_duration(&mut self, duration: Option<Duration>) {
+        match duration {
+            Some(duration) => {
+                self.u8(1);
+                self.duration(duration);
+            }
+            None => self.u8(0),
+        }
+    }
+
+    fn retry(&mut self, retry: &RetryPolicy) {
+        self.uint(u64::from(retry.max_attempts));
+        self.duration(retry.backoff_initial);
+        self.duration(retry.backoff_max);
+        self.0
+            .extend_from_slice(&retry.backoff_multiplier.to_bits().to_le_bytes());
+        self.u8(match retry.jitter {
+            Jitter::Full => 0,
+            Jitter::None => 1,
+        });
+    }
+
+    fn task(&mut self, task: &Task) {
+        self.id(task.id);
+        self.str(task.queue.as_str());
+        self.str(&task.kind);
+        self.bytes(&task.payload);
+        self.uint(task.headers.len() as u64);
+        for (name, value) in &task.headers {
+            self.str(name);
+            self.str(value);
+        }
+        self.u8(task.priority);
+        self.u8(task.state.index() as u8);
+        self.uint(u64::from(task.attempt));
+        self.retry(&task.retry);
+        self.opt_duration(task.timeout);
+        self.time(task.run_at);
+        self.opt_time(task.expires_at);
+        self.opt_str(task.idempotency_key.as_deref());
+        self.opt_str(task.partition_key.as_deref());
+        self.time(task.created_at);
+        self.uint(task.fence.0);
+        self.opt_time(task.lease_expires_at);
+        self.opt_str(task.worker.as_deref());
+        self.opt_time(task.finished_at);
+        self.opt_str(task.last_error.as_deref());
+        match task.dead_reason {
+            Some(reason) => {
+                self.u8(1);
+                self.u8(reason.index() as u8);
+            }
+            None => self.u8(0),
+        }
+    }
+
+    fn queue_config(&mut self, config: &QueueConfig) {
+        match config.length_max {
+            Some(max) => {
+                self.u8(1);
+                self.uint(max);
+            }
+            None => self.u8(0),
+        }
+        self.u8(match config.overflow {
+            OverflowPolicy::Reject => 0,
+            OverflowPolicy::DeadLetterOldest => 1,
+        });
+        self.retry(&config.retry);
+        self.duration(config.idempotency_window);
+        self.uint(u64::from(config.completed_retain));
+        self.uint(config.dead_retain);
+        self.u8(u8::from(config.paused));
+    }
+
+    fn totals(&mut self, totals: &QueueTotals) {
+        for value in [
+            totals.enqueued,
+            totals.deduplicated,
+            totals.rejected_full,
+            totals.reserved,
+            totals.completed,
+            totals.retried,
+            totals.released,
+            totals.leases_expired,
+            totals.dead.max_attempts,
+            totals.dead.expired,
+            totals.dead.overflow,
+            totals.dead.permanent_failure,
+            totals.dead_dropped,
+            totals.replayed,
+            totals.cancelled,
+            totals.stale_refused,
+        ] {
+            self.uint(value);
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError("truncated"));
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError("invalid flag")),
+        }
+    }
+
+    fn uint(&mut self) -> Result<u64, DecodeError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.u8()?;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError("varint too long"))
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        u32::try_from(self.uint()?).map_err(|_| DecodeError("number out of range"))
+    }
+
+    fn len(&mut self) -> Result<usize, DecodeError> {
+        let len = usize::try_from(self.uint()?).map_err(|_| DecodeError("length out of range"))?;
+        if len > self.0.len() {
+            return Err(DecodeError("length beyond record"));
+        }
+        Ok(len)
+    }
+
+    fn byte_vec(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let len = self.len()?;
+        Ok(self.take(len)?.to_vec())
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        String::from_utf8(self.byte_vec()?).map_err(|_| DecodeError("invalid UTF-8"))
+    }
+
+    fn opt_string(&mut self) -> Result<Option<String>, DecodeError> {
+        Ok(if self.bool()? {
+            Some(self.string()?)
+        } else {
+            None
+        })
+    }
+
+    fn queue(&mut self) -> Result<QueueName, DecodeError> {
+        QueueName::new(&self.string()?).map_err(|_| DecodeError("invalid queue name"))
+    }
+
+    fn id(&mut self) -> Result<TaskId, DecodeError> {
+        let bytes: [u8; 16] = self.take(16)?.try_into().expect("took 16 bytes");
+        Ok(TaskId::from_u128(u128::from_be_bytes(bytes)))
+    }
+
+    fn time(&mut self) -> Result<Timestamp, DecodeError> {
+        Ok(Timestamp::from_millis(self.uint()?))
+    }
+
+    fn opt_time(&mut self) -> Result<Option<Timestamp>, DecodeError> {
+        Ok(if self.bool()? {
+            Some(self.time()?)
+        } else {
+            None
+        })
+    }
+
+    fn duration(&mut self) -> Result<Duration, DecodeError> {
+        Ok(Duration::from_millis(self.uint()?))
+    }
+
+    fn opt_duration(&mut self) -> Result<Option<Duration>, DecodeError> {
+        Ok(if self.bool()? {
+            Some(self.duration()?)
+        } else {
+            None
+        })
+    }
+
+    fn state(&mut self) -> Result<TaskState, DecodeError> {
+        TaskState::ALL
+            .get(usize::from(self.u8()?))
+            .copied()
+            .ok_or(DecodeError("invalid state"))
+    }
+
+    fn dead_reason(&mut self) -> Result<DeadReason, DecodeError> {
+        DeadReason::ALL
+            .get(usize::from(self.u8()?))
+            .copied()
+            .ok_or(DecodeError("invalid dead reason"))
+    }
+
+    fn retry(&mut self) -> Result<RetryPolicy, DecodeError> {
+        Ok(RetryPolicy {
+            max_attempts: self.u32()?,
+            backoff_initial: self.duration()?,
+            backoff_max: self.duration()?,
+            backoff_multiplier: f64::from_bits(u64::from_le_bytes(
+                self.take(8)?.try_into().expect("took 8 bytes"),
+            )),
+            jitter: match self.u8()? {
+                0 => Jitter::Full,
+                1 => Jitter::None,
+                _ => return Err(DecodeError("invalid jitter")),
+            },
+        })
+    }
+
+    fn task(&mut self) -> Result<Task, DecodeError> {
+        let id = self.id()?;
+        let queue = self.queue()?;
+        let kind = self.string()?;
+        let payload = self.byte_vec()?;
+        let header_count = self.len()?;
+        let mut headers = floodway_core::Headers::new();
+        for _ in 0..header_count {
+            let name = self.string()?;
+            let value = self.string()?;
+            headers.insert(name, value);
+        }
+        Ok(Task {
+            id,
+            queue,
+            kind,
+            payload,
+            headers,
+            priority: self.u8()?,
+            state: self.state()?,
+            attempt: self.u32()?,
+            retry: self.retry()?,
+            timeout: self.opt_duration()?,
+            run_at: self.time()?,
+            expires_at: self.opt_time()?,
+            idempotency_key: self.opt_string()?,
+            partition_key: self.opt_string()?,
+            created_at: self.time()?,
+            fence: Fence(self.uint()?),
+            lease_expires_at: self.opt_time()?,
+            worker: self.opt_string()?,
+            finished_at: self.opt_time()?,
+            last_error: self.opt_string()?,
+            dead_reason: if self.bool()? {
+                Some(self.dead_reason()?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn queue_config(&mut self) -> Result<QueueConfig, DecodeError> {
+        Ok(QueueConfig {
+            length_max: if self.bool()? {
+                Some(self.uint()?)
+            } else {
+                None
+            },
+            overflow: match self.u8()? {
+                0 => OverflowPolicy::Reject,
+                1 => OverflowPolicy::DeadLetterOldest,
+                _ => return Err(DecodeError("invalid overflow policy")),
+            },
+            retry: self.retry()?,
+            idempotency_window: self.duration()?,
+            completed_retain: self.u32()?,
+            dead_retain: self.uint()?,
+            paused: self.bool()?,
+        })
+    }
+
+    fn totals(&mut self) -> Result<QueueTotals, DecodeError> {
+        Ok(QueueTotals {
+            enqueued: self.uint()?,
+            deduplicated: self.uint()?,
+            rejected_full: self.uint()?,
+            reserved: self.uint()?,
+            completed: self.uint()?,
+            retried: self.uint()?,
+            released: self.uint()?,
+            leases_expired: self.uint()?,
+            dead: DeadCounts {
+                max_attempts: self.uint()?,
+                expired: self.uint()?,
+                overflow: self.uint()?,
+                permanent_failure: self.uint()?,
+            },
+            dead_dropped: self.uint()?,
+            replayed: self.uint()?,
+            cancelled: self.uint()?,
+            stale_refused: self.uint()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floodway_core::{IdGenerator, NewTask};
+    use proptest::prelude::*;
+
+    fn sample_task(seed: u64) -> Task {
+        let now = Timestamp::from_millis(1_795_338_930_000 + seed);
+        let id = IdGenerator::default().next(now, u128::from(seed));
+        let new = NewTask::new("charge_card", format!("{{\"order\":{seed}}}"))
+            .priority((seed % 10) as u8)
+            .header("traceparent", "00-abc-def-01")
+            .idempotency_key(format!("order-{seed}"))
+            .partition_key("customer-7")
+            .ttl(Duration::from_secs(60))
+            .timeout(Duration::from_secs(5));
+        let mut task = Task::from_new(
+            new,
+            id,
+            QueueName::new("orders").unwrap(),
+            &QueueConfig::default(),
+            now,
+        );
+        task.last_error = Some("downstream timed out".into());
+        task.dead_reason = Some(DeadReason::Expired);
+        task
+    }
+
+    fn any_record() -> impl Strategy<Value = Record> {
+        let id = any::<u128>().prop_map(TaskId::from_u128);
+        let at = any::<u64>().prop_map(Timestamp::from_millis);
+        prop_oneof![
+            any::<u64>().prop_map(|s| Record::Enqueued {
+                task: Box::new(sample_task(s)),
+                idempotency_expires_at: Some(Timestamp::from_millis(s)),
+            }),
+            any::<u64>().prop_map(|s| Record::Restored {
+                task: Box::new(sample_task(s)),
+            }),
+            (
+                id.clone(),
+                any::<u64>(),
+                at.clone(),
+                proptest::option::of("[a-z]{0,12}")
+            )
+                .prop_map(|(id, fence, expires_at, worker)| Record::Reserved {
+                    id,
+                    fence: Fence(fence),
+                    expires_at,
+                    worker,
+                }),
+            (id.clone(), at.clone(), at.clone(), ".{0,40}").prop_map(|(id, at, run_at, error)| {
+                Record::Retried {
+                    id,
+                    at,
+                    run_at,
+                    error,
+                }
+            }),
+            (id.clone(), at.clone(), 0usize..4, ".{0,40}").prop_map(|(id, at, r, error)| {
+                Record::Failed {
+                    id,
+                    at,
+                    reason: DeadReason::ALL[r],
+                    error,
+                }
+            }),
+            (id.clone(), at.clone(), any::<bool>())
+                .prop_map(|(id, at, dead)| Record::LeaseExpired { id, at, dead }),
+            (id.clone(), at.clone()).prop_map(|(id, at)| Record::Acked { id, at }),
+            id.clone().prop_map(|id| Record::Purged { id }),
+            (any::<u64>(), any::<bool>()).prop_map(|(n, paused)| Record::QueueConfigured {
+                queue: QueueName::new("q.1").unwrap(),
+                config: QueueConfig {
+                    length_max: Some(n % 1000 + 1),
+                    overflow: OverflowPolicy::DeadLetterOldest,
+                    paused,
+                    ..QueueConfig::default()
+                },
+            }),
+            any::<[u64; 4]>().prop_map(|n| Record::Totals {
+                queue: QueueName::new("q").unwrap(),
+                totals: QueueTotals {
+                    enqueued: n[0],
+                    completed: n[1],
+                    stale_refused: n[2],
+                    dead: DeadCounts {
+                        overflow: n[3],
+                        ..DeadCounts::default()
+                    },
+                    ..QueueTotals::default()
+                },
+            }),
+            (id.clone(), "[a-z]{1,20}", at).prop_map(|(id, key, expires_at)| {
+                Record::IdempotencyKey {
+                    queue: QueueName::new("q").unwrap(),
+                    key,
+                    id,
+                    expires_at,
+                }
+            }),
+            id.prop_map(|id| Record::IdFloor { id }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_record_round_trips(record in any_record()) {
+            let mut bytes = Vec::new();
+            encode(&record, &mut bytes);
+            prop_assert_eq!(decode(&bytes).unwrap(), record);
+        }
+
+        #[test]
+        fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn truncated_records_are_refused(record in any_record(), cut in 0usize..1000) {
+            let mut bytes = Vec::new();
+            encode(&record, &mut bytes);
+            let cut = cut % bytes.len();
+            prop_assert!(decode(&bytes[..cut]).is_err());
+        }
+    }
+}

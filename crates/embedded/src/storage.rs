@@ -1,0 +1,577 @@
+//! The data directory: log segments, snapshots, the lock file, and recovery.
+//!
+//! ```text
+//! data/
+//!   LOCK                             held (flock) by the one process that has the broker open
+//!   snapshot-00000000000000000007    the state as of the start of log 7 (absent until the first)
+//!   log-00000000000000000007         records since that snapshot, appended with group commit
+//! ```
+//!
+//! Every file starts with a 16-byte header (magic, format version). A log is a sequence of
+//! frames, `[payload length: u32 LE][CRC-32 of payload: u32 LE][payload]`, each payload one
+//! encoded [`Record`]. A snapshot is the same frames followed by a trailer
+//! (`FLOODEND`, frame count as u64 LE); it is written to a temporary file, synced, and renamed,
+//! so a snapshot either exists whole or not at all.
+//!
+//! Recovery loads the newest snapshot and replays the logs from its generation on. A frame cut
+//! short or failing its checksum at the end of the newest log is the tail of a write that never
+//! completed (its callers were never answered), so it is cut off; anywhere else it is
+//! corruption, and the broker refuses to open rather than silently lose acknowledged tasks.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::record::{self, FORMAT_VERSION, Record};
+
+const LOG_MAGIC: &[u8; 8] = b"FLOODLOG";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"FLOODSNP";
+const TRAILER_MAGIC: &[u8; 8] = b"FLOODEND";
+const HEADER_LEN: usize = 16;
+const FRAME_HEADER_LEN: usize = 8;
+/// The largest frame payload: a task at its payload limit plus its other fields, with room.
+const FRAME_PAYLOAD_MAX: usize = floodway_core::limits::PAYLOAD_BYTES_MAX + 256 * 1024;
+
+/// Why the data directory could not be opened (or, inside the broker, written).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process has the data directory open.
+    #[error("data directory {0} is in use by another floodway process")]
+    Locked(PathBuf),
+    /// A file is damaged in a way recovery must not paper over.
+    #[error("data file {file} is corrupt at byte {offset}: {reason}")]
+    Corrupt {
+        /// The damaged file.
+        file: PathBuf,
+        /// Where the damage starts.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An operating-system error.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, and to which file.
+        context: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> OpenError {
+    let context = context.into();
+    move |source| OpenError::Io { context, source }
+}
+
+/// Appends one frame to `out`: `write` encodes the payload, this adds length and checksum.
+pub(crate) fn frame(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    write(out);
+    let payload = &out[start + FRAME_HEADER_LEN..];
+    let len = u32::try_from(payload.len()).expect("a record is far below 4 GiB");
+    let crc = crc32fast::hash(payload);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Where reading frames stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct FrameEnd {
+    /// Bytes of whole, valid frames from the start.
+    pub(crate) valid_len: usize,
+    /// Why reading stopped before the end, if it did.
+    pub(crate) damage: Option<&'static str>,
+}
+
+/// Calls `visit` with each valid frame's payload, in order, until the bytes end or a frame is
+/// cut short or fails its checksum.
+pub(crate) fn read_frames(bytes: &[u8], mut visit: impl FnMut(&[u8])) -> Result<FrameEnd, ()> {
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let rest = &bytes[offset..];
+        if rest.len() < FRAME_HEADER_LEN {
+            return Ok(FrameEnd {
+                valid_len: offset,
+                damage: Some("frame header cut short"),
+            });
+        }
+        let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+        if len > FRAME_PAYLOAD_MAX {
+            return Ok(FrameEnd {
+                valid_len: offset,
+                damage: Some("frame length out of range"),
+            });
+        }
+        let Some(payload) = rest.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
+            return Ok(FrameEnd {
+                valid_len: offset,
+                damage: Some("frame cut short"),
+            });
+        };
+        if crc32fast::hash(payload) != crc {
+            return Ok(FrameEnd {
+                valid_len: offset,
+                damage: Some("checksum mismatch"),
+            });
+        }
+        visit(payload);
+        offset += FRAME_HEADER_LEN + len;
+    }
+    Ok(FrameEnd {
+        valid_len: offset,
+        damage: None,
+    })
+}
+
+fn header(magic: &[u8; 8]) -> [u8; HEADER_LEN] {
+    let mut header = [0; HEADER_LEN];
+    header[..8].copy_from_slice(magic);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header
+}
+
+fn check_header(bytes: &[u8], magic: &[u8; 8], file: &Path) -> Result<(), OpenError> {
+    let corrupt = |reason: &str| OpenError::Corrupt {
+        file: file.to_owned(),
+        offset: 0,
+        reason: reason.to_owned(),
+    };
+    if bytes.len() < HEADER_LEN || &bytes[..8] != magic {
+        return Err(corrupt("not a floodway data file (bad header)"));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(corrupt(&format!(
+            "format version {version}; this floodway reads version {FORMAT_VERSION}"
+        )));
+    }
+    Ok(())
+}
+
+fn log_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("log-{generation:020}"))
+}
+
+fn snapshot_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("snapshot-{generation:020}"))
+}
+
+/// What recovery found, for the log line at open.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The snapshot generation loaded, if any.
+    pub snapshot: Option<u64>,
+    /// Records replayed from snapshot and logs.
+    pub records: u64,
+    /// Bytes cut from the end of the newest log (an interrupted final write).
+    pub torn_tail_bytes: u64,
+}
+
+/// The open data directory: the current log segment and what compaction needs to know.
+#[derive(Debug)]
+pub(crate) struct Storage {
+    dir: PathBuf,
+    /// Held for as long as the broker is open; the OS releases it if the process dies.
+    _lock: File,
+    /// The log segment being appended to.
+    log: File,
+    /// Its generation number.
+    generation: u64,
+    /// Bytes in the logs since the last snapshot (or since the beginning).
+    pub(crate) log_bytes: u64,
+    /// Size of the last snapshot written or loaded.
+    pub(crate) snapshot_bytes: u64,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the data directory at `dir`, taking its lock, and feeds every
+    /// recovered record to `apply` in order.
+    pub(crate) fn open(
+        dir: &Path,
+        mut apply: impl FnMut(Record) -> Result<(), String>,
+    ) -> Result<(Storage, RecoveryReport), OpenError> {
+        fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(format!("opening {}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(OpenError::Locked(dir.to_owned())),
+            Err(fs::TryLockError::Error(err)) => {
+                return Err(io_err(format!("locking {}", lock_path.display()))(err));
+            }
+        }
+
+        let mut snapshots = Vec::new();
+        let mut logs = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io_err(format!("listing {}", dir.display())))? {
+            let entry = entry.map_err(io_err(format!("listing {}", dir.display())))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".tmp") {
+                // An unfinished snapshot from a crash; the logs it would replace are intact.
+                fs::remove_file(entry.path())
+                    .map_err(io_err(format!("removing {}", entry.path().display())))?;
+            } else if let Some(generation) = name.strip_prefix("snapshot-") {
+                if let Ok(generation) = generation.parse::<u64>() {
+                    snapshots.push(generation);
+                }
+            } else if let Some(generation) = name.strip_prefix("log-")
+                && let Ok(generation) = generation.parse::<u64>()
+            {
+                logs.push(generation);
+            }
+        }
+        snapshots.sort_unstable();
+        logs.sort_unstable();
+
+        let mut report = RecoveryReport::default();
+        let mut snapshot_bytes = 0;
+        let base = snapshots.last().copied().unwrap_or(0);
+        if let Some(&generation) = snapshots.last() {
+            let path = snapshot_path(dir, generation);
+            let bytes = fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
+            snapshot_bytes = bytes.len() as u64;
+            report.records += load_snapshot(&path, &bytes, &mut apply)?;
+            report.snapshot = Some(generation);
+        }
+
+        let replay: Vec<u64> = logs.iter().copied().filter(|g| *g >= base).collect();
+        let mut log_bytes = 0;
+        for (i, &generation) in replay.iter().enumerate() {
+            let path = log_path(dir, generation);
+            let newest = i + 1 == replay.len();
+            let (records, valid_len, torn) = replay_log(&path, newest, &mut apply)?;
+            report.records += records;
+            report.torn_tail_bytes += torn;
+            log_bytes += valid_len;
+        }
+
+        // Everything older than the snapshot is covered by it.
+        for &generation in logs.iter().filter(|g| **g < base) {
+            remove(&log_path(dir, generation))?;
+        }
+        for &generation in snapshots.iter().filter(|g| **g < base) {
+            remove(&snapshot_path(dir, generation))?;
+        }
+
+        let generation = replay.last().copied().unwrap_or(base);
+        let log = if replay.is_empty() {
+            create_log(dir, generation)?
+        } else {
+            let path = log_path(dir, generation);
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io_err(format!("opening {}", path.display())))?;
+            file.seek(SeekFrom::End(0))
+                .map_err(io_err(format!("seeking {}", path.display())))?;
+            file
+        };
+        sync_dir(dir)?;
+        Ok((
+            Storage {
+                dir: dir.to_owned(),
+                _lock: lock,
+                log,
+                generation,
+                log_bytes,
+                snapshot_bytes,
+            },
+            report,
+        ))
+    }
+
+    /// Appends encoded frames to the current log (no sync).
+    pub(crate) fn append(&mut self, frames: &[u8]) -> Result<(), OpenError> {
+        let generation = self.generation;
+        self.log
+            .write_all(frames)
+            .map_err(io_err(format!("appending to log {generation}")))?;
+        self.log_bytes += frames.len() as u64;
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable.
+    pub(crate) fn sync(&mut self) -> Result<(), OpenError> {
+        let generation = self.generation;
+        self.log
+            .sync_data()
+            .map_err(io_err(format!("syncing log {generation}")))
+    }
+
+    /// True when the logs have grown enough that a snapshot would pay for itself: more than
+    /// `min_bytes` and more than twice the last snapshot, so compaction costs O(1) per record.
+    pub(crate) fn wants_snapshot(&self, min_bytes: u64) -> bool {
+        self.log_bytes > min_bytes.max(2 * self.snapshot_bytes)
+    }
+
+    /// Writes `image` (frames of the whole state, as of the end of the current log) as the
+    /// next generation's snapshot, starts that generation's log, and deletes what it replaces.
+    /// The current log must be synced first.
+    pub(crate) fn install_snapshot(
+        &mut self,
+        image: &[u8],
+        frame_count: u64,
+    ) -> Result<(), OpenError> {
+        let next = self.generation + 1;
+        let path = snapshot_path(&self.dir, next);
+        let tmp = path.with_extension("tmp");
+        {
+            let mut file =
+                File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+            let mut trailer = [0u8; 16];
+            trailer[..8].copy_from_slice(TRAILER_MAGIC);
+            trailer[8..].copy_from_slice(&frame_count.to_le_bytes());
+            file.write_all(&header(SNAPSHOT_MAGIC))
+                .and_then(|()| file.write_all(image))
+                .and_then(|()| file.write_all(&trailer))
+                .and_then(|()| file.sync_all())
+                .map_err(io_err(format!("writing {}", tmp.display())))?;
+        }
+        fs::rename(&tmp, &path).map_err(io_err(format!("renaming {}", tmp.display())))?;
+        sync_dir(&self.dir)?;
+        self.log = create_log(&self.dir, next)?;
+        sync_dir(&self.dir)?;
+        let previous = self.generation;
+        self.generation = next;
+        self.log_bytes = 0;
+        self.snapshot_bytes = (HEADER_LEN + image.len() + 16) as u64;
+        // The old generation is now redundant; a crash before these deletions is cleaned up at
+        // the next open.
+        remove(&log_path(&self.dir, previous))?;
+        let old_snapshot = snapshot_path(&self.dir, previous);
+        if old_snapshot.exists() {
+            remove(&old_snapshot)?;
+        }
+        sync_dir(&self.dir)
+    }
+}
+
+fn load_snapshot(
+    path: &Path,
+    bytes: &[u8],
+    apply: &mut impl FnMut(Record) -> Result<(), String>,
+) -> Result<u64, OpenError> {
+    check_header(bytes, SNAPSHOT_MAGIC, path)?;
+    let corrupt = |offset: usize, reason: String| OpenError::Corrupt {
+        file: path.to_owned(),
+        offset: offset as u64,
+        reason,
+    };
+    if bytes.len() < HEADER_LEN + 16 || &bytes[bytes.len() - 16..bytes.len() - 8] != TRAILER_MAGIC {
+        return Err(corrupt(bytes.len(), "snapshot trailer missing".into()));
+    }
+    let expected = u64::from_le_bytes(bytes[bytes.len() - 8..].try_into().expect("8 bytes"));
+    let body = &bytes[HEADER_LEN..bytes.len() - 16];
+    let mut count = 0u64;
+    let mut failure = None;
+    let end = read_frames(body, |payload| {
+        if failure.is_some() {
+            return;
+        }
+        match record::decode(payload)
+            .map_err(|e| e.to_string())
+            .and_then(&mut *apply)
+        {
+            Ok(()) => count += 1,
+            Err(reason) => failure = Some(reason),
+        }
+    })
+    .expect("read_frames does not fail");
+    if let Some(reason) = failure {
+        return Err(corrupt(HEADER_LEN, reason));
+    }
+    if let Some(damage) = end.damage {
+        return Err(corrupt(HEADER_LEN + end.valid_len, damage.into()));
+    }
+    if count != expected {
+        return Err(corrupt(
+            bytes.len(),
+            format!("snapshot holds {count} records; its trailer says {expected}"),
+        ));
+    }
+    Ok(count)
+}
+
+/// Replays one log; returns (records, valid bytes, bytes cut from a torn tail).
+fn replay_log(
+    path: &Path,
+    newest: bool,
+    apply: &mut impl FnMut(Record) -> Result<(), String>,
+) -> Result<(u64, u64, u64), OpenError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io_err(format!("opening {}", path.display())))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(io_err(format!("reading {}", path.display())))?;
+    if newest && bytes.len() < HEADER_LEN {
+        // Created but its header never reached the disk: an empty log.
+        file.set_len(0)
+            .and_then(|()| file.write_all(&header(LOG_MAGIC)))
+            .and_then(|()| file.sync_all())
+            .map_err(io_err(format!("rewriting {}", path.display())))?;
+        return Ok((0, 0, bytes.len() as u64));
+    }
+    check_header(&bytes, LOG_MAGIC, path)?;
+    let body = &bytes[HEADER_LEN..];
+    let mut count = 0u64;
+    let mut failure = None;
+    let end = read_frames(body, |payload| {
+        if failure.is_some() {
+            return;
+        }
+        match record::decode(payload)
+            .map_err(|e| e.to_string())
+            .and_then(&mut *apply)
+        {
+            Ok(()) => count += 1,
+            Err(reason) => failure = Some(reason),
+        }
+    })
+    .expect("read_frames does not fail");
+    if let Some(reason) = failure {
+        return Err(OpenError::Corrupt {
+            file: path.to_owned(),
+            offset: HEADER_LEN as u64,
+            reason,
+        });
+    }
+    let torn = (body.len() - end.valid_len) as u64;
+    if let Some(damage) = end.damage {
+        if !newest {
+            return Err(OpenError::Corrupt {
+                file: path.to_owned(),
+                offset: (HEADER_LEN + end.valid_len) as u64,
+                reason: damage.to_owned(),
+            });
+        }
+        tracing::warn!(
+            file = %path.display(),
+            bytes = torn,
+            damage,
+            "cutting off the unfinished tail of the log"
+        );
+        file.set_len((HEADER_LEN + end.valid_len) as u64)
+            .and_then(|()| file.sync_all())
+            .map_err(io_err(format!("truncating {}", path.display())))?;
+    }
+    Ok((count, end.valid_len as u64, torn))
+}
+
+fn create_log(dir: &Path, generation: u64) -> Result<File, OpenError> {
+    let path = log_path(dir, generation);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(io_err(format!("creating {}", path.display())))?;
+    file.write_all(&header(LOG_MAGIC))
+        .and_then(|()| file.sync_all())
+        .map_err(io_err(format!("writing {}", path.display())))?;
+    Ok(file)
+}
+
+fn remove(path: &Path) -> Result<(), OpenError> {
+    fs::remove_file(path).map_err(io_err(format!("removing {}", path.display())))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), OpenError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(format!("syncing directory {}", dir.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in payloads {
+            frame(&mut out, |buf| buf.extend_from_slice(p));
+        }
+        out
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let bytes = frames(&[b"one", b"", b"three"]);
+        let mut seen = Vec::new();
+        let end = read_frames(&bytes, |p| seen.push(p.to_vec())).unwrap();
+        assert_eq!(seen, [b"one".to_vec(), vec![], b"three".to_vec()]);
+        assert_eq!(
+            end,
+            FrameEnd {
+                valid_len: bytes.len(),
+                damage: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_cut_or_damaged_frame_ends_the_valid_prefix() {
+        let bytes = frames(&[b"alpha", b"beta"]);
+        let first_len = FRAME_HEADER_LEN + 5;
+        for cut in first_len + 1..bytes.len() {
+            let mut n = 0;
+            let end = read_frames(&bytes[..cut], |_| n += 1).unwrap();
+            assert_eq!(n, 1, "cut at {cut}");
+            assert_eq!(end.valid_len, first_len);
+            assert!(end.damage.is_some());
+        }
+        let mut flipped = bytes.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        let end = read_frames(&flipped, |_| {}).unwrap();
+        assert_eq!(end.valid_len, first_len);
+        assert_eq!(end.damage, Some("checksum mismatch"));
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_first, _) = Storage::open(dir.path(), |_| Ok(())).unwrap();
+        let err = Storage::open(dir.path(), |_| Ok(())).unwrap_err();
+        assert!(matches!(err, OpenError::Locked(_)), "{err}");
+    }
+
+    #[test]
+    fn damage_before_the_newest_log_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut storage, _) = Storage::open(dir.path(), |_| Ok(())).unwrap();
+            let mut bytes = Vec::new();
+            frame(&mut bytes, |b| {
+                crate::record::encode(
+                    &Record::IdFloor {
+                        id: floodway_core::TaskId::from_u128(1),
+                    },
+                    b,
+                )
+            });
+            storage.append(&bytes).unwrap();
+            storage.sync().unwrap();
+        }
+        // A second generation makes the first one "not the newest".
+        let first = log_path(dir.path(), 0);
+        create_log(dir.path(), 1).unwrap();
+        let mut bytes = fs::read(&first).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&first, bytes).unwrap();
+        let err = Storage::open(dir.path(), |_| Ok(())).unwrap_err();
+        assert!(matches!(err, OpenError::Corrupt { .. }), "{err}");
+    }
+}
