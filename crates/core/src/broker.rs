@@ -13,11 +13,21 @@
 //! - **Time** is the broker's clock ([`crate::Clock`]). A lease whose `expires_at` is at or
 //!   before the broker's "now" is expired at that moment, whether or not the broker has reaped
 //!   it yet: ack, fail, extend and release of it are refused with [`Refusal::LeaseExpired`].
+//!   A task the broker took back keeps that lease's `lease_expires_at` until it is reserved
+//!   again, so later calls with the old fence are still refused as expired. A TTL is passed,
+//!   likewise, when `expires_at` is at or before "now".
+//! - **Housekeeping** (promoting due tasks, dead-lettering waiting tasks past their TTL,
+//!   reaping expired leases) happens in [`Broker::reserve`] for the requested queue (whether
+//!   or not it is paused), in [`Broker::promote`] and [`Broker::reap`] for every queue, and in
+//!   a broker's own background loop if it has one. The conformance suite turns background
+//!   loops off so that only its calls move tasks. Reaping comes before TTL expiry, so a task
+//!   whose lease expired after its TTL is dead-lettered, never handed out again.
 //! - **Reservation order**: among eligible ready tasks, higher `priority` first; within a
 //!   priority, earlier `run_at` first (for a task enqueued ready, `run_at` is its enqueue time;
-//!   for a delayed or retried task, the time it became due; for a released, expired-lease or
-//!   replayed task, the time that happened); then lower id first. So the order does not depend
-//!   on when a broker got round to promoting a due task.
+//!   for a delayed or retried task, the time it became due; for a released or replayed task,
+//!   the time of the call; for a task whose lease expired, the lease's `expires_at`); then lower
+//!   id first. So the order does not depend on when a broker got round to promoting a due task
+//!   or reaping an expired lease.
 //! - **Reserve** spends an attempt (`attempt + 1`), issues the next [`crate::Fence`], and sets
 //!   the lease to `now + request.lease`. Before choosing, it promotes due tasks, reaps expired
 //!   leases and dead-letters waiting tasks whose TTL passed, exactly as [`Broker::promote`] and
@@ -30,25 +40,34 @@
 //!   retrying with `run_at = now + backoff` (the policy's, or the decision's wait); otherwise to
 //!   the dead letters (`max_attempts` or `permanent_failure`). A lease that expires on the
 //!   task's last attempt dead-letters it (`max_attempts`); otherwise the task returns to ready
-//!   with its attempt spent.
+//!   with its attempt spent and `last_error` saying the lease expired.
 //! - **Release** returns the task to ready with `run_at = now` and gives the attempt back.
 //! - **Idempotency**: an enqueue whose idempotency key was used in the same queue less than the
 //!   queue's `idempotency_window` ago (counted from the first use) creates nothing and returns
-//!   the first task's id with `duplicate: true`, whatever that task's state now. Within one
-//!   batch the second use of a key is a duplicate of the first.
+//!   the first task's id with `duplicate: true`, whatever that task's state now (even if it
+//!   was deleted since, by purge or retention). Within one batch the second use of a key is a
+//!   duplicate of the first.
 //! - **Length**: a queue's length is its scheduled, ready and retrying tasks. An enqueue batch
 //!   whose new tasks would take the length above `length_max` is refused as a whole with
 //!   [`BrokerError::QueueFull`] under [`crate::OverflowPolicy::Reject`]; under
 //!   [`crate::OverflowPolicy::DeadLetterOldest`] it is accepted and the oldest waiting tasks
 //!   (lowest ids) go to the dead letters with reason `overflow`. A batch with more new tasks
-//!   than `length_max` is refused under either policy.
+//!   than `length_max` can never fit, so it is refused as [`BrokerError::Invalid`] (field
+//!   `tasks`) under either policy.
 //! - **TTL**: a task whose `expires_at` passes while it is scheduled, ready or retrying goes to
 //!   the dead letters (`expired`); a running task is not interrupted.
 //! - **Retention**: completed and cancelled tasks are kept up to the queue's
 //!   `completed_retain` each, dead letters up to `dead_retain`; beyond that the oldest (lowest
 //!   id) are deleted.
 //! - **Replay** moves a dead letter to ready with `attempt = 0`, `run_at = now`, and clears its
-//!   dead reason.
+//!   dead reason and its TTL (an operator who replays a task wants it run).
+//! - **Queues** are created by enqueue and configure; pause, resume and stats of a queue that
+//!   does not exist fail with [`BrokerError::UnknownQueue`]. An empty batch is valid and does
+//!   nothing but create the queue.
+//! - **Totals** ([`crate::QueueTotals`]) only grow and survive restarts like everything else.
+//!   `rejected_full` counts refused enqueue calls, `deduplicated` duplicate tasks,
+//!   `stale_refused` refused items. `oldest_ready_age` is measured from the earliest `run_at`
+//!   among ready tasks, including those held back by their partition key.
 
 use std::future::Future;
 use std::time::Duration;
@@ -149,7 +168,7 @@ pub fn validate_lease_duration(lease: Duration) -> Result<(), BrokerError> {
     Ok(())
 }
 
-/// Checks that a batch holds 1 ..= [`limits::BATCH_SIZE_MAX`] items.
+/// Checks that a batch holds at most [`limits::BATCH_SIZE_MAX`] items.
 pub fn validate_batch(size: usize) -> Result<(), BrokerError> {
     if size > limits::BATCH_SIZE_MAX {
         return Err(BrokerError::BatchTooLarge {

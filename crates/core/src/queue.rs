@@ -113,7 +113,8 @@ pub struct QueueStats {
     pub counts: StateCounts,
     /// Running totals since the queue was created.
     pub totals: QueueTotals,
-    /// How long the oldest ready task has waited to be reserved; `None` when none is ready.
+    /// How long the ready task with the earliest `run_at` has waited (including tasks held back
+    /// by their partition key); `None` when none is ready.
     #[serde(with = "crate::duration::serde::option")]
     pub oldest_ready_age: Option<Duration>,
 }
@@ -177,14 +178,15 @@ impl StateCounts {
     }
 }
 
-/// Running totals of what happened in a queue. They only grow (a purge does not lower them).
+/// Running totals of what happened in a queue. They only grow (a purge does not lower them) and
+/// survive restarts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueTotals {
     /// Tasks accepted by enqueue (duplicates excluded).
     pub enqueued: u64,
-    /// Enqueues answered with an existing task because of an idempotency key.
+    /// Tasks answered with an existing task's id because of an idempotency key.
     pub deduplicated: u64,
-    /// Enqueues refused because the queue was full.
+    /// Enqueue calls refused because the queue was full.
     pub rejected_full: u64,
     /// Reservations handed out.
     pub reserved: u64,
@@ -204,7 +206,7 @@ pub struct QueueTotals {
     pub replayed: u64,
     /// Tasks cancelled.
     pub cancelled: u64,
-    /// Ack, fail, extend or release calls refused for a stale or expired lease.
+    /// Ack, fail, extend or release items refused for a stale or expired lease.
     pub stale_refused: u64,
 }
 

@@ -44,8 +44,8 @@ pub struct NewTask {
     pub delay: Option<Duration>,
     /// Run no earlier than this time (on the broker's clock). Exclusive with `delay`.
     pub run_at: Option<Timestamp>,
-    /// Dead-letter the task (reason `expired`) if no worker starts it within this long after
-    /// enqueue.
+    /// Dead-letter the task (reason `expired`) if it is still waiting (scheduled, ready or
+    /// retrying) this long after enqueue. A running attempt is not interrupted.
     pub ttl: Option<Duration>,
     /// The retry policy; the queue's when `None`.
     pub retry: Option<RetryPolicy>,
@@ -102,7 +102,7 @@ impl NewTask {
         self
     }
 
-    /// Sets the time to live: dead-letter the task if it has not started within `ttl`.
+    /// Sets the time to live: dead-letter the task if it is still waiting `ttl` after enqueue.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self
@@ -272,7 +272,9 @@ pub struct Task {
     pub created_at: Timestamp,
     /// The fence of the latest reservation; 0 if never reserved.
     pub fence: Fence,
-    /// While active: when the current lease expires.
+    /// While active: when the current lease expires. After the broker took the task back
+    /// because the lease expired: when that was, until the task is reserved again. Cleared
+    /// when the holder acks, fails or releases.
     pub lease_expires_at: Option<Timestamp>,
     /// While active: the worker holding the lease, if it named itself.
     pub worker: Option<String>,

@@ -93,6 +93,31 @@ pub(crate) enum Record {
     },
     /// Snapshot only: every id issued so far is at most this one.
     IdFloor { id: TaskId },
+    /// Totals that no state change carries (duplicates, refusals) went up.
+    Counted { queue: QueueName, counts: Counts },
+}
+
+/// Increments of the totals that count calls rather than state changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) deduplicated: u64,
+    pub(crate) rejected_full: u64,
+    pub(crate) stale_refused: u64,
+}
+
+impl Counts {
+    /// One enqueue refused because the queue was full.
+    pub(crate) const REJECTED_FULL: Counts = Counts {
+        deduplicated: 0,
+        rejected_full: 1,
+        stale_refused: 0,
+    };
+    /// One lease operation refused for a stale or expired lease.
+    pub(crate) const STALE_REFUSED: Counts = Counts {
+        deduplicated: 0,
+        rejected_full: 0,
+        stale_refused: 1,
+    };
 }
 
 /// Why bytes are not a record.
@@ -227,6 +252,13 @@ pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) {
             w.u8(19);
             w.id(*id);
         }
+        Record::Counted { queue, counts } => {
+            w.u8(20);
+            w.str(queue.as_str());
+            w.uint(counts.deduplicated);
+            w.uint(counts.rejected_full);
+            w.uint(counts.stale_refused);
+        }
     }
 }
 
@@ -309,6 +341,14 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             expires_at: r.time()?,
         },
         19 => Record::IdFloor { id: r.id()? },
+        20 => Record::Counted {
+            queue: r.queue()?,
+            counts: Counts {
+                deduplicated: r.uint()?,
+                rejected_full: r.uint()?,
+                stale_refused: r.uint()?,
+            },
+        },
         _ => return Err(DecodeError("unknown record type")),
     };
     if !r.0.is_empty() {
@@ -787,6 +827,14 @@ mod tests {
                 }
             }),
             id.prop_map(|id| Record::IdFloor { id }),
+            any::<[u64; 3]>().prop_map(|n| Record::Counted {
+                queue: QueueName::new("q").unwrap(),
+                counts: Counts {
+                    deduplicated: n[0],
+                    rejected_full: n[1],
+                    stale_refused: n[2],
+                },
+            }),
         ]
     }
 

@@ -28,7 +28,7 @@ use floodway_core::{
     Timestamp, limits, transition,
 };
 
-use crate::record::{self, Record};
+use crate::record::{self, Counts, Record};
 
 /// Randomness a broker operation may draw on: id bits and retry jitter.
 pub(crate) trait Random {
@@ -56,6 +56,12 @@ pub(crate) struct ApplyError(pub(crate) String);
 /// Key of the reservation order: priority (highest first), then run-at, then id.
 type ReadyKey = (Reverse<u8>, Timestamp, TaskId);
 
+/// Ends a task's lease because its holder finished with it (ack, fail, release).
+fn end_lease(task: &mut Task) {
+    task.lease_expires_at = None;
+    task.worker = None;
+}
+
 /// One queue's configuration, totals and task indexes.
 #[derive(Debug, Default)]
 struct Queue {
@@ -67,6 +73,8 @@ struct Queue {
     dead_by_reason: [BTreeSet<TaskId>; 4],
     /// Eligible ready tasks in reservation order.
     ready: BTreeSet<ReadyKey>,
+    /// Every ready task, eligible or held back by its partition, by how long it has waited.
+    ready_since: BTreeSet<(Timestamp, TaskId)>,
     /// Scheduled and retrying tasks by the time they become ready.
     due: BTreeSet<(Timestamp, TaskId)>,
     /// Active tasks by lease expiry.
@@ -168,13 +176,18 @@ impl State {
         let duplicates = tasks.len() as u64 - new_count;
         let length = self.queues.get(queue).map_or(0, Queue::length);
         let limit = config.length_limit();
+        if new_count > limit {
+            return Err(BrokerError::invalid(
+                "tasks",
+                format!(
+                    "{new_count} new tasks can never fit in queue {queue}, whose length_max is {limit}"
+                ),
+            ));
+        }
         let mut overflow = Vec::new();
         if length + new_count > limit {
-            let refuse = new_count > limit || config.overflow == OverflowPolicy::Reject;
-            if refuse {
-                if let Some(q) = self.queues.get_mut(queue) {
-                    q.totals.rejected_full += 1;
-                }
+            if config.overflow == OverflowPolicy::Reject {
+                self.count(queue, Counts::REJECTED_FULL, log);
                 return Err(BrokerError::QueueFull {
                     queue: queue.clone(),
                     length,
@@ -229,8 +242,15 @@ impl State {
                 }
             }
         }
-        if let Some(q) = self.queues.get_mut(queue) {
-            q.totals.deduplicated += duplicates;
+        if duplicates > 0 {
+            self.count(
+                queue,
+                Counts {
+                    deduplicated: duplicates,
+                    ..Counts::default()
+                },
+                log,
+            );
         }
         Ok(results)
     }
@@ -289,7 +309,7 @@ impl State {
         Ok(leases
             .iter()
             .map(|lease| {
-                self.check_lease(lease, Event::Ack, now)?;
+                self.check_lease(lease, Event::Ack, now, log)?;
                 self.commit(
                     Record::Acked {
                         id: lease.task_id,
@@ -315,7 +335,7 @@ impl State {
             .into_iter()
             .map(|failure| {
                 let id = failure.lease.task_id;
-                self.check_lease(&failure.lease, Event::Fail { retry: true }, now)?;
+                self.check_lease(&failure.lease, Event::Fail { retry: true }, now, log)?;
                 let error = truncate_error(&failure.error);
                 let disposition =
                     self.tasks[&id].failure_disposition(failure.retry, now, random.unit());
@@ -363,7 +383,7 @@ impl State {
         Ok(leases
             .iter()
             .map(|lease| {
-                self.check_lease(lease, Event::Extend, now)?;
+                self.check_lease(lease, Event::Extend, now, log)?;
                 self.commit(
                     Record::Extended {
                         id: lease.task_id,
@@ -391,7 +411,7 @@ impl State {
         Ok(leases
             .iter()
             .map(|lease| {
-                self.check_lease(lease, Event::Release, now)?;
+                self.check_lease(lease, Event::Release, now, log)?;
                 self.commit(
                     Record::Released {
                         id: lease.task_id,
@@ -519,10 +539,11 @@ impl State {
         Ok(ids.len() as u64)
     }
 
-    /// Promotes, expires and reaps what is due in one queue.
+    /// Reaps, then promotes and expires, what is due in one queue. Reaping comes first so a
+    /// task whose lease expired after its TTL is dead-lettered, not handed out again.
     pub(crate) fn tick_queue(&mut self, queue: &QueueName, now: Timestamp, log: &mut Vec<u8>) {
-        self.promote_queue(queue, now, log);
         self.reap_queue(queue, now, log);
+        self.promote_queue(queue, now, log);
     }
 
     /// Forgets idempotency keys whose window has closed, at most `max` of them; returns how
@@ -597,17 +618,7 @@ impl State {
             for state in TaskState::ALL {
                 *counts.get_mut(state) = q.count(state);
             }
-            // The ready index is ordered by priority first: the longest wait is the earliest
-            // run-at among the first task of each priority.
-            let oldest_ready = (0..=limits::PRIORITY_MAX)
-                .filter_map(|p| {
-                    q.ready
-                        .range((Reverse(p), Timestamp::ZERO, TaskId::from_u128(0))..)
-                        .next()
-                        .filter(|(Reverse(priority), _, _)| *priority == p)
-                        .map(|(_, run_at, _)| *run_at)
-                })
-                .min();
+            let oldest_ready = q.ready_since.first().map(|(since, _)| *since);
             QueueStats {
                 queue: name.clone(),
                 config: q.config.clone(),
@@ -741,7 +752,10 @@ impl State {
                 task.lease_expires_at = Some(expires_at);
             })?,
             Record::Acked { id, at } => {
-                self.change(id, Event::Ack, |task| task.finished_at = Some(at))?;
+                self.change(id, Event::Ack, |task| {
+                    end_lease(task);
+                    task.finished_at = Some(at);
+                })?;
                 self.totals_of(id)?.completed += 1;
                 self.enforce_retention_of(id);
             }
@@ -752,6 +766,7 @@ impl State {
                 error,
             } => {
                 self.change(id, Event::Fail { retry: true }, |task| {
+                    end_lease(task);
                     task.run_at = run_at;
                     task.last_error = Some(error);
                 })?;
@@ -764,6 +779,7 @@ impl State {
                 error,
             } => {
                 self.change(id, Event::Fail { retry: false }, |task| {
+                    end_lease(task);
                     task.last_error = Some(error);
                     task.dead_reason = Some(reason);
                     task.finished_at = Some(at);
@@ -772,13 +788,17 @@ impl State {
             }
             Record::Released { id, at } => {
                 self.change(id, Event::Release, |task| {
+                    end_lease(task);
                     task.attempt = task.attempt.saturating_sub(1);
                     task.run_at = at;
                 })?;
                 self.totals_of(id)?.released += 1;
             }
             Record::LeaseExpired { id, at, dead } => {
+                // The task keeps `lease_expires_at`, so a late call with this fence is
+                // refused as expired rather than as "wrong state".
                 self.change(id, Event::LeaseExpired { retry: !dead }, |task| {
+                    task.worker = None;
                     task.run_at = at;
                     task.last_error = Some(format!("lease expired on attempt {}", task.attempt));
                     if dead {
@@ -814,6 +834,7 @@ impl State {
                 self.change(id, Event::Replay, |task| {
                     task.attempt = 0;
                     task.run_at = at;
+                    task.expires_at = None;
                     task.dead_reason = None;
                     task.finished_at = None;
                 })?;
@@ -830,6 +851,12 @@ impl State {
                 self.remove(id);
             }
             Record::Totals { queue, totals } => self.queue_mut(&queue)?.totals = totals,
+            Record::Counted { queue, counts } => {
+                let totals = &mut self.queue_mut(&queue)?.totals;
+                totals.deduplicated += counts.deduplicated;
+                totals.rejected_full += counts.rejected_full;
+                totals.stale_refused += counts.stale_refused;
+            }
             Record::IdempotencyKey {
                 queue,
                 key,
@@ -844,6 +871,17 @@ impl State {
     }
 
     // ----- internals -------------------------------------------------------------------------
+
+    /// Adds `counts` to a queue's totals, durably: totals survive a restart like everything else.
+    fn count(&mut self, queue: &QueueName, counts: Counts, log: &mut Vec<u8>) {
+        self.commit(
+            Record::Counted {
+                queue: queue.clone(),
+                counts,
+            },
+            log,
+        );
+    }
 
     fn check_queue_capacity(&self) -> Result<(), BrokerError> {
         if self.queues.len() >= limits::QUEUES_MAX {
@@ -862,6 +900,7 @@ impl State {
         lease: &LeaseRef,
         event: Event,
         now: Timestamp,
+        log: &mut Vec<u8>,
     ) -> Result<(), Refusal> {
         let task = self.tasks.get(&lease.task_id).ok_or(Refusal::UnknownTask)?;
         let refusal = if task.fence != lease.fence {
@@ -870,7 +909,14 @@ impl State {
                 current: task.fence,
             }
         } else if transition(task.state, event).is_err() {
-            return Err(Refusal::WrongState { state: task.state });
+            // A task taken back for an expired lease keeps that lease's expiry until it is
+            // reserved again: the caller's lease expired, whatever happened since.
+            match (task.state, task.lease_expires_at) {
+                (TaskState::Active, _) | (_, None) => {
+                    return Err(Refusal::WrongState { state: task.state });
+                }
+                (_, Some(expired_at)) => Refusal::LeaseExpired { expired_at },
+            }
         } else {
             match task.lease_expires_at {
                 Some(expired_at) if expired_at <= now => Refusal::LeaseExpired { expired_at },
@@ -878,9 +924,7 @@ impl State {
             }
         };
         let queue = task.queue.clone();
-        if let Some(q) = self.queues.get_mut(&queue) {
-            q.totals.stale_refused += 1;
-        }
+        self.count(&queue, Counts::STALE_REFUSED, log);
         Err(refusal)
     }
 
@@ -985,11 +1029,18 @@ impl State {
             let Some(q) = self.queues.get(queue) else {
                 return reaped;
             };
-            let Some(&(_, id)) = q.leases.first().filter(|(at, _)| *at <= now) else {
+            let Some(&(expired_at, id)) = q.leases.first().filter(|(at, _)| *at <= now) else {
                 return reaped;
             };
             let dead = self.tasks[&id].attempts_exhausted();
-            self.commit(Record::LeaseExpired { id, at: now, dead }, log);
+            // Dated when the lease expired, not when it was noticed, so the task's place in
+            // the reservation order does not depend on when reaping ran.
+            let record = Record::LeaseExpired {
+                id,
+                at: expired_at,
+                dead,
+            };
+            self.commit(record, log);
             reaped += 1;
         }
     }
@@ -1068,10 +1119,6 @@ impl State {
         self.unindex(id);
         let task = self.tasks.get_mut(&id).expect("checked above");
         task.state = to;
-        if to != TaskState::Active {
-            task.lease_expires_at = None;
-            task.worker = None;
-        }
         update(task);
         let partition = task
             .partition_key
@@ -1103,6 +1150,7 @@ impl State {
         q.by_state[task.state.index()].insert(id);
         match task.state {
             TaskState::Ready => {
+                q.ready_since.insert((task.run_at, id));
                 if q.is_partition_head(task) {
                     q.ready.insert((Reverse(task.priority), task.run_at, id));
                     self.woken.insert(task.queue.clone());
@@ -1138,6 +1186,9 @@ impl State {
         q.by_state[task.state.index()].remove(&id);
         q.ready.remove(&(Reverse(task.priority), task.run_at, id));
         match task.state {
+            TaskState::Ready => {
+                q.ready_since.remove(&(task.run_at, id));
+            }
             TaskState::Scheduled | TaskState::Retrying => {
                 q.due.remove(&(task.run_at, id));
             }
@@ -1151,7 +1202,7 @@ impl State {
                     q.dead_by_reason[reason.index()].remove(&id);
                 }
             }
-            TaskState::Ready | TaskState::Completed | TaskState::Cancelled => {}
+            TaskState::Completed | TaskState::Cancelled => {}
         }
         if let Some(expires_at) = task.expires_at {
             q.ttl.remove(&(expires_at, id));
@@ -1263,6 +1314,10 @@ impl State {
                 .sum();
             assert_eq!(q.due.len(), due, "due index of {name}");
             assert_eq!(q.leases.len(), q.by_state[TaskState::Active.index()].len());
+            assert_eq!(
+                q.ready_since.len(),
+                q.by_state[TaskState::Ready.index()].len()
+            );
             let dead: usize = q.dead_by_reason.iter().map(BTreeSet::len).sum();
             assert_eq!(dead, q.by_state[TaskState::Dead.index()].len());
             let with_ttl = TaskState::ALL

@@ -2,4 +2,5 @@
 //! The behaviour every broker shares is tested by the conformance suite (`conformance.rs`);
 //! `storage.rs` covers what only this broker has: its files, recovery and group commit.
 
+mod conformance;
 mod storage;
