@@ -28,6 +28,12 @@
 //!   the time of the call; for a task whose lease expired, the lease's `expires_at`); then lower
 //!   id first. So the order does not depend on when a broker got round to promoting a due task
 //!   or reaping an expired lease.
+//! - **Refusals** of a lease operation are decided in this order: unknown task, stale fence,
+//!   wrong state (or, for a task taken back by lease expiry, `LeaseExpired`), then an expired
+//!   lease of an active task.
+//! - **Cancelling a reserve call**: dropping the future while it waits for tasks leases
+//!   nothing; dropping it after it took tasks leaves their leases to expire (the tasks run
+//!   again later, at least once).
 //! - **Reserve** spends an attempt (`attempt + 1`), issues the next [`crate::Fence`], and sets
 //!   the lease to `now + request.lease`. Before choosing, it promotes due tasks, reaps expired
 //!   leases and dead-letters waiting tasks whose TTL passed, exactly as [`Broker::promote`] and

@@ -1,0 +1,188 @@
+//! [`TaskContext`]: what a handler knows about the task it runs, and its cancellation signal.
+//!
+//! The context is shared by the handler, the worker's supervisor of that attempt, and the
+//! heartbeat loop (which records each extension in it and fires its cancellation when the
+//! lease is lost). Cloning it is cheap, so a handler can hand it to work it spawns.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use floodway_core::{Fence, Headers, LeaseRef, QueueName, Reservation, TaskId, Timestamp};
+use tokio_util::sync::CancellationToken;
+
+/// The task a handler runs and the lease it runs under.
+///
+/// Cancellation ([`TaskContext::cancelled`]) fires when the worker stops the attempt: the lease
+/// was lost (another worker may now hold the task), the attempt timed out, or the shutdown
+/// grace period ended. The handler's own future is then dropped at its next `.await`; work it
+/// started elsewhere (spawned tasks, blocking threads) should watch the signal and stop.
+#[derive(Clone, Debug)]
+pub struct TaskContext {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: TaskId,
+    queue: QueueName,
+    kind: String,
+    attempt: u32,
+    max_attempts: u32,
+    priority: u8,
+    headers: Headers,
+    created_at: Timestamp,
+    fence: Fence,
+    worker: Arc<str>,
+    /// When the current lease expires, in broker milliseconds. Set at reservation; the
+    /// heartbeat loop raises it after each extension.
+    lease_expires_at: AtomicU64,
+    /// Set by the heartbeat loop, before it fires `cancel`, when the broker refused to extend
+    /// the lease. The supervisor reads it to tell a lost lease from the end of the shutdown
+    /// grace period.
+    lost: AtomicBool,
+    /// Fired when the attempt is stopped. A child of the worker's grace-period token, so the
+    /// end of the grace period fires every context at once.
+    cancel: CancellationToken,
+}
+
+impl TaskContext {
+    /// The context of `reservation` (whose payload the caller has taken), run by `worker`,
+    /// cancelled with `cancel`.
+    pub(crate) fn new(
+        reservation: &Reservation,
+        worker: Arc<str>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let task = &reservation.task;
+        TaskContext {
+            inner: Arc::new(Inner {
+                id: task.id,
+                queue: task.queue.clone(),
+                kind: task.kind.clone(),
+                attempt: task.attempt,
+                max_attempts: task.retry.max_attempts,
+                priority: task.priority,
+                headers: task.headers.clone(),
+                created_at: task.created_at,
+                fence: reservation.lease.fence,
+                worker,
+                lease_expires_at: AtomicU64::new(reservation.lease.expires_at.as_millis()),
+                lost: AtomicBool::new(false),
+                cancel,
+            }),
+        }
+    }
+
+    /// The task's id. Together with [`TaskContext::attempt`] it identifies this run, e.g. as an
+    /// idempotency key for a downstream call.
+    pub fn id(&self) -> TaskId {
+        self.inner.id
+    }
+
+    /// The queue the task was reserved from.
+    pub fn queue(&self) -> &QueueName {
+        &self.inner.queue
+    }
+
+    /// The task's kind: the name its handler is registered under.
+    pub fn kind(&self) -> &str {
+        &self.inner.kind
+    }
+
+    /// This attempt's number, starting at 1.
+    pub fn attempt(&self) -> u32 {
+        self.inner.attempt
+    }
+
+    /// Attempts the task's retry policy allows.
+    pub fn max_attempts(&self) -> u32 {
+        self.inner.max_attempts
+    }
+
+    /// True when a failure of this attempt dead-letters the task.
+    pub fn is_last_attempt(&self) -> bool {
+        self.inner.attempt >= self.inner.max_attempts
+    }
+
+    /// The task's priority, 0 ..= 9.
+    pub fn priority(&self) -> u8 {
+        self.inner.priority
+    }
+
+    /// The headers the producer attached (trace context, content type, schema version).
+    pub fn headers(&self) -> &Headers {
+        &self.inner.headers
+    }
+
+    /// One header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.inner.headers.get(name).map(String::as_str)
+    }
+
+    /// When the broker accepted the task.
+    pub fn created_at(&self) -> Timestamp {
+        self.inner.created_at
+    }
+
+    /// The fence of this attempt's lease: it grows with every reservation of the task.
+    pub fn fence(&self) -> Fence {
+        self.inner.fence
+    }
+
+    /// The lease this attempt runs under.
+    pub fn lease(&self) -> LeaseRef {
+        LeaseRef {
+            task_id: self.inner.id,
+            fence: self.inner.fence,
+        }
+    }
+
+    /// When the lease expires on the broker's clock, as of its latest extension.
+    pub fn lease_expires_at(&self) -> Timestamp {
+        Timestamp::from_millis(self.inner.lease_expires_at.load(Ordering::Relaxed))
+    }
+
+    /// The name of the worker running the task.
+    pub fn worker(&self) -> &str {
+        &self.inner.worker
+    }
+
+    /// Completes when the worker stops this attempt (lease lost, timeout, or end of the
+    /// shutdown grace period).
+    pub async fn cancelled(&self) {
+        self.inner.cancel.cancelled().await;
+    }
+
+    /// True once the worker has stopped this attempt.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Records an extension of the lease.
+    pub(crate) fn extended(&self, expires_at: Timestamp) {
+        self.inner
+            .lease_expires_at
+            .fetch_max(expires_at.as_millis(), Ordering::Relaxed);
+    }
+
+    /// Marks the lease lost and stops the attempt.
+    pub(crate) fn lose_lease(&self) {
+        self.inner.lost.store(true, Ordering::Release);
+        self.inner.cancel.cancel();
+    }
+
+    /// True when the lease was lost (the broker refused an extension).
+    pub(crate) fn lease_lost(&self) -> bool {
+        self.inner.lost.load(Ordering::Acquire)
+    }
+
+    /// Stops the attempt (timeout, end of grace period).
+    pub(crate) fn cancel(&self) {
+        self.inner.cancel.cancel();
+    }
+
+    /// Completes when the attempt is stopped; for the supervisor's `select!`.
+    pub(crate) fn cancellation(&self) -> &CancellationToken {
+        &self.inner.cancel
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the worker runtime against the real embedded broker: one binary
+//! (STYLE.md), one module per area.
+
+mod capacity;
+mod config;
+mod leases;
+mod outcomes;
+mod shutdown;
+mod support;
