@@ -83,6 +83,8 @@ struct Queue {
     ttl: BTreeSet<(Timestamp, TaskId)>,
     /// Unfinished tasks per partition key, in id order; the first may run.
     partitions: HashMap<String, BTreeSet<TaskId>>,
+    /// True while the queue is listed in [`State::woken`].
+    woken: bool,
 }
 
 impl Queue {
@@ -120,16 +122,19 @@ impl Queue {
 /// The embedded broker's whole state. See the module docs.
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    tasks: HashMap<TaskId, Task>,
+    /// Boxed, so moving a task in or out of the map (inserts, removals, growth) copies a
+    /// pointer, not a few hundred bytes.
+    tasks: HashMap<TaskId, Box<Task>>,
     queues: BTreeMap<QueueName, Queue>,
     /// (queue, key) → (first task, end of window).
     idempotency: HashMap<(QueueName, String), (TaskId, Timestamp)>,
     ids: IdGenerator,
     /// The greatest id issued, so that a restart never issues a smaller one.
     id_floor: Option<TaskId>,
-    /// Queues that gained eligible ready tasks since [`State::take_woken`] was last called;
-    /// the broker wakes workers waiting on them.
-    woken: BTreeSet<QueueName>,
+    /// Queues that gained eligible ready tasks since [`State::take_woken`] was last called
+    /// (each once: [`Queue::woken`] marks the ones listed); the broker wakes workers waiting
+    /// on them.
+    woken: Vec<QueueName>,
 }
 
 impl State {
@@ -287,7 +292,7 @@ impl State {
                 log,
             );
             reservations.push(Reservation {
-                task: self.tasks[&id].clone(),
+                task: (*self.tasks[&id]).clone(),
                 lease: Lease {
                     task_id: id,
                     fence,
@@ -568,7 +573,7 @@ impl State {
     pub(crate) fn get(&self, id: TaskId) -> Result<Task, BrokerError> {
         self.tasks
             .get(&id)
-            .cloned()
+            .map(|task| (**task).clone())
             .ok_or(BrokerError::UnknownTask(id))
     }
 
@@ -604,7 +609,10 @@ impl State {
         }
         ids.sort_unstable();
         ids.truncate(filter.limit);
-        Ok(ids.into_iter().map(|id| self.tasks[&id].clone()).collect())
+        Ok(ids
+            .into_iter()
+            .map(|id| (*self.tasks[&id]).clone())
+            .collect())
     }
 
     /// Statistics of one queue or all.
@@ -651,7 +659,12 @@ impl State {
     }
 
     /// Queues that gained eligible ready tasks since the last call.
-    pub(crate) fn take_woken(&mut self) -> BTreeSet<QueueName> {
+    pub(crate) fn take_woken(&mut self) -> Vec<QueueName> {
+        for name in &self.woken {
+            if let Some(q) = self.queues.get_mut(name) {
+                q.woken = false;
+            }
+        }
         std::mem::take(&mut self.woken)
     }
 
@@ -672,7 +685,7 @@ impl State {
             for set in &q.by_state {
                 for id in set {
                     emit(&Record::Restored {
-                        task: Box::new(self.tasks[id].clone()),
+                        task: self.tasks[id].clone(),
                     });
                 }
             }
@@ -715,8 +728,9 @@ impl State {
                     .or_insert_with(|| Queue::new(config.clone()));
                 let was_paused = q.config.paused;
                 q.config = config;
-                if was_paused && !q.config.paused && !q.ready.is_empty() {
-                    self.woken.insert(queue.clone());
+                if was_paused && !q.config.paused && !q.ready.is_empty() && !q.woken {
+                    q.woken = true;
+                    self.woken.push(queue.clone());
                 }
                 self.enforce_retention(&queue);
             }
@@ -724,7 +738,6 @@ impl State {
                 task,
                 idempotency_expires_at,
             } => {
-                let task = *task;
                 if let (Some(key), Some(until)) = (&task.idempotency_key, idempotency_expires_at) {
                     self.idempotency
                         .insert((task.queue.clone(), key.clone()), (task.id, until));
@@ -732,7 +745,7 @@ impl State {
                 self.queue_mut(&task.queue)?.totals.enqueued += 1;
                 self.insert(task)?;
             }
-            Record::Restored { task } => self.insert(*task)?,
+            Record::Restored { task } => self.insert(task)?,
             Record::Promoted { id } => self.change(id, Event::Due, |_| {})?,
             Record::Reserved {
                 id,
@@ -1070,7 +1083,7 @@ impl State {
     }
 
     /// Adds a task with all its index entries.
-    fn insert(&mut self, task: Task) -> Result<(), ApplyError> {
+    fn insert(&mut self, task: Box<Task>) -> Result<(), ApplyError> {
         if self.tasks.contains_key(&task.id) {
             return Err(ApplyError(format!("task {} exists already", task.id)));
         }
@@ -1153,7 +1166,10 @@ impl State {
                 q.ready_since.insert((task.run_at, id));
                 if q.is_partition_head(task) {
                     q.ready.insert((Reverse(task.priority), task.run_at, id));
-                    self.woken.insert(task.queue.clone());
+                    if !q.woken {
+                        q.woken = true;
+                        self.woken.push(task.queue.clone());
+                    }
                 }
             }
             TaskState::Scheduled | TaskState::Retrying => {
@@ -1184,9 +1200,9 @@ impl State {
             .get_mut(&task.queue)
             .expect("task of a known queue");
         q.by_state[task.state.index()].remove(&id);
-        q.ready.remove(&(Reverse(task.priority), task.run_at, id));
         match task.state {
             TaskState::Ready => {
+                q.ready.remove(&(Reverse(task.priority), task.run_at, id));
                 q.ready_since.remove(&(task.run_at, id));
             }
             TaskState::Scheduled | TaskState::Retrying => {
@@ -1240,8 +1256,10 @@ impl State {
                 let next = &self.tasks[&head];
                 if next.state == TaskState::Ready
                     && q.ready.insert((Reverse(next.priority), next.run_at, head))
+                    && !q.woken
                 {
-                    self.woken.insert(queue.clone());
+                    q.woken = true;
+                    self.woken.push(queue.clone());
                 }
             }
         }
