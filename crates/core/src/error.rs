@@ -1,7 +1,8 @@
 //! [`BrokerError`]: what can go wrong in a broker call, for every broker.
 //!
-//! A call that returns an error changed nothing, except where a variant says otherwise
-//! ([`BrokerError::Unavailable`] may leave the outcome unknown). Refusals of single items in a
+//! A call that returns an error changed no task and no queue, except where a variant says
+//! otherwise ([`BrokerError::Unavailable`] may leave the outcome unknown); the only trace a
+//! refusal may leave is a count in the queue's totals (`rejected_full`). Refusals of single items in a
 //! batch (a stale lease among good ones) are not errors of the call; they are
 //! [`crate::Refusal`]s in the per-item results.
 

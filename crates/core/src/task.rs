@@ -49,6 +49,9 @@ pub struct NewTask {
     pub ttl: Option<Duration>,
     /// The retry policy; the queue's when `None`.
     pub retry: Option<RetryPolicy>,
+    /// Attempts allowed in all, overriding only that field of the retry policy (the task's or
+    /// the queue's), so the backoff stays as configured.
+    pub max_attempts: Option<u32>,
     /// How long one attempt may run before the worker abandons it; the worker's per-kind
     /// default when `None`.
     pub timeout: Option<Duration>,
@@ -70,6 +73,7 @@ impl NewTask {
             run_at: None,
             ttl: None,
             retry: None,
+            max_attempts: None,
             timeout: None,
             idempotency_key: None,
             partition_key: None,
@@ -114,9 +118,10 @@ impl NewTask {
         self
     }
 
-    /// Allows `max_attempts` attempts with the default backoff.
-    pub fn max_attempts(self, max_attempts: u32) -> Self {
-        self.retry(RetryPolicy::attempts(max_attempts))
+    /// Allows `max_attempts` attempts in all, keeping the backoff of the retry policy in force.
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = Some(max_attempts);
+        self
     }
 
     /// Sets the per-attempt timeout.
@@ -217,6 +222,14 @@ impl NewTask {
         if let Some(retry) = &self.retry {
             retry.validate()?;
         }
+        if let Some(max_attempts) = self.max_attempts
+            && !(1..=limits::ATTEMPTS_MAX).contains(&max_attempts)
+        {
+            return Err(BrokerError::invalid(
+                "max_attempts",
+                format!("must be between 1 and {}", limits::ATTEMPTS_MAX),
+            ));
+        }
         for (field, key) in [
             ("idempotency_key", &self.idempotency_key),
             ("partition_key", &self.partition_key),
@@ -300,6 +313,7 @@ impl Task {
             (None, Some(delay)) => now.saturating_add(delay),
             (None, None) => now,
         };
+        let retry = new.retry.unwrap_or_else(|| config.retry.clone());
         let state = if run_at > now {
             TaskState::Scheduled
         } else {
@@ -314,7 +328,10 @@ impl Task {
             priority: new.priority,
             state,
             attempt: 0,
-            retry: new.retry.unwrap_or_else(|| config.retry.clone()),
+            retry: RetryPolicy {
+                max_attempts: new.max_attempts.unwrap_or(retry.max_attempts),
+                ..retry
+            },
             timeout: new.timeout,
             run_at: run_at.max(now),
             expires_at: new.ttl.map(|ttl| now.saturating_add(ttl)),
@@ -411,11 +428,35 @@ mod tests {
             task(NewTask::new("k", ""), now).retry,
             RetryPolicy::default()
         );
+        let own = RetryPolicy {
+            backoff_initial: Duration::from_millis(7),
+            ..RetryPolicy::default()
+        };
         assert_eq!(
-            task(NewTask::new("k", "").max_attempts(3), now)
-                .retry
-                .max_attempts,
-            3
+            task(NewTask::new("k", "").retry(own.clone()), now).retry,
+            own
+        );
+    }
+
+    #[test]
+    fn max_attempts_overrides_only_the_attempt_count() {
+        let now = Timestamp::from_millis(1);
+        let t = task(NewTask::new("k", "").max_attempts(3), now);
+        assert_eq!(
+            t.retry,
+            RetryPolicy {
+                max_attempts: 3,
+                ..RetryPolicy::default()
+            }
+        );
+        let own = RetryPolicy {
+            backoff_initial: Duration::from_millis(7),
+            ..RetryPolicy::default()
+        };
+        let t = task(NewTask::new("k", "").retry(own).max_attempts(2), now);
+        assert_eq!(
+            (t.retry.max_attempts, t.retry.backoff_initial),
+            (2, Duration::from_millis(7))
         );
     }
 

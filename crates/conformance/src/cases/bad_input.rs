@@ -110,7 +110,7 @@ pub async fn invalid_task_fields_are_refused_by_name_and_change_nothing<H: Harne
             task("k").partition_key("p".repeat(limits::KEY_LEN_MAX + 1)),
             "partition_key",
         ),
-        (task("k").max_attempts(0), "retry.max_attempts"),
+        (task("k").max_attempts(0), "max_attempts"),
         (task("k").timeout(Duration::ZERO), "timeout"),
         (too_many_headers, "headers"),
     ];
