@@ -34,7 +34,6 @@ use floodway_core::{
 use tokio::sync::{Notify, watch};
 
 use crate::options::{Durability, Options};
-use crate::record;
 use crate::state::State;
 use crate::storage::{self, OpenError, RecoveryReport, Storage};
 
@@ -362,8 +361,11 @@ fn flusher(shared: &Shared, mut storage: Storage, durability: Durability, snapsh
     let mut spare = Vec::with_capacity(64 * 1024);
     let mut unsynced = false;
     let mut last_sync = Instant::now();
+    // The thread writing the latest snapshot, if one is being written; one at a time.
+    let mut snapshot_writer: Option<JoinHandle<()>> = None;
     loop {
-        let snapshot_due = storage.wants_snapshot(snapshot_min);
+        let snapshot_due = storage.wants_snapshot(snapshot_min)
+            && snapshot_writer.as_ref().is_none_or(JoinHandle::is_finished);
         let (mut frames, through, closing, image) = {
             let mut core = shared.lock();
             loop {
@@ -392,17 +394,10 @@ fn flusher(shared: &Shared, mut storage: Storage, durability: Durability, snapsh
             }
             let frames = std::mem::replace(&mut core.pending, std::mem::take(&mut spare));
             // The snapshot must show exactly what the logs written so far hold, so it is taken
-            // together with the last frames of the old log, under the same lock.
-            let image = (snapshot_due && !core.closing).then(|| {
-                let mut image = Vec::new();
-                let mut count = 0u64;
-                let now = shared.clock.now();
-                core.state.snapshot_records(now, |rec| {
-                    storage::frame(&mut image, |payload| record::encode(rec, payload));
-                    count += 1;
-                });
-                (image, count)
-            });
+            // together with the last frames of the current log, under the same lock; capturing
+            // copies a pointer per task, and encoding and writing happen on another thread.
+            let image =
+                (snapshot_due && !core.closing).then(|| core.state.capture(shared.clock.now()));
             (frames, core.appended, core.closing, image)
         };
 
@@ -432,20 +427,52 @@ fn flusher(shared: &Shared, mut storage: Storage, durability: Durability, snapsh
             .durable
             .send_modify(|d| d.through = d.through.max(through));
 
-        if let Some((image, count)) = image {
-            let started = Instant::now();
-            if let Err(err) = storage.install_snapshot(&image, count) {
-                shared.fail(format!("writing a snapshot: {err}"));
-                return;
+        if let Some(captured) = image {
+            // Later frames go to the next generation's log; the snapshot of everything before
+            // them is written meanwhile, and replaces the older files once it is in place.
+            let generation = match storage.rotate() {
+                Ok(generation) => generation,
+                Err(err) => {
+                    shared.fail(format!("starting a new log: {err}"));
+                    return;
+                }
+            };
+            let dir = storage.dir().to_owned();
+            let snapshot_bytes = storage.snapshot_bytes.clone();
+            let spawned = std::thread::Builder::new()
+                .name("floodway-snapshot".into())
+                .spawn(move || {
+                    let started = Instant::now();
+                    let mut records = 0;
+                    let written =
+                        storage::write_snapshot(&dir, generation, &snapshot_bytes, |file| {
+                            records = captured.write_to(file)?;
+                            Ok(records)
+                        });
+                    match written {
+                        Ok(bytes) => tracing::info!(
+                            generation,
+                            records,
+                            bytes,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "log compacted into a snapshot"
+                        ),
+                        // Not fatal: the logs still hold everything, and compaction is tried
+                        // again once they have grown further.
+                        Err(err) => tracing::warn!(%err, "writing a snapshot failed"),
+                    }
+                });
+            match spawned {
+                Ok(handle) => snapshot_writer = Some(handle),
+                Err(err) => tracing::warn!(%err, "could not start the snapshot thread"),
             }
-            tracing::info!(
-                records = count,
-                bytes = image.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "log compacted into a snapshot"
-            );
         }
         if closing {
+            if let Some(writer) = snapshot_writer.take()
+                && writer.join().is_err()
+            {
+                tracing::error!("the snapshot thread panicked");
+            }
             shared.durable.send_modify(|d| d.closed = true);
             return;
         }

@@ -8,6 +8,7 @@
 //! Encoding: unsigned integers are LEB128 varints, strings and byte strings are a varint
 //! length and the bytes, options a 0/1 tag, task ids 16 big-endian bytes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use floodway_core::{
@@ -29,7 +30,7 @@ pub(crate) enum Record {
     },
     /// A task was accepted. `idempotency_expires_at` is set when it carries a key.
     Enqueued {
-        task: Box<Task>,
+        task: Arc<Task>,
         idempotency_expires_at: Option<Timestamp>,
     },
     /// A scheduled or retrying task became ready.
@@ -78,7 +79,7 @@ pub(crate) enum Record {
     /// A dead letter was purged.
     Purged { id: TaskId },
     /// Snapshot only: a task as it stands.
-    Restored { task: Box<Task> },
+    Restored { task: Arc<Task> },
     /// Snapshot only: a queue's running totals.
     Totals {
         queue: QueueName,
@@ -227,10 +228,7 @@ pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) {
             w.u8(15);
             w.id(*id);
         }
-        Record::Restored { task } => {
-            w.u8(16);
-            w.task(task);
-        }
+        Record::Restored { task } => encode_restored(task, w.0),
         Record::Totals { queue, totals } => {
             w.u8(17);
             w.str(queue.as_str());
@@ -262,6 +260,14 @@ pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) {
     }
 }
 
+/// Appends the encoding of `Record::Restored { task }` without needing the task boxed: the
+/// snapshot writes every task this way, straight from the state.
+pub(crate) fn encode_restored(task: &Task, out: &mut Vec<u8>) {
+    let mut w = Writer(out);
+    w.u8(16);
+    w.task(task);
+}
+
 /// Decodes one record that fills `bytes` exactly.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let mut r = Reader(bytes);
@@ -271,7 +277,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             config: r.queue_config()?,
         },
         2 => Record::Enqueued {
-            task: Box::new(r.task()?),
+            task: Arc::new(r.task()?),
             idempotency_expires_at: r.opt_time()?,
         },
         3 => Record::Promoted { id: r.id()? },
@@ -328,7 +334,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         },
         15 => Record::Purged { id: r.id()? },
         16 => Record::Restored {
-            task: Box::new(r.task()?),
+            task: Arc::new(r.task()?),
         },
         17 => Record::Totals {
             queue: r.queue()?,
@@ -758,11 +764,11 @@ mod tests {
         let at = any::<u64>().prop_map(Timestamp::from_millis);
         prop_oneof![
             any::<u64>().prop_map(|s| Record::Enqueued {
-                task: Box::new(sample_task(s)),
+                task: Arc::new(sample_task(s)),
                 idempotency_expires_at: Some(Timestamp::from_millis(s)),
             }),
             any::<u64>().prop_map(|s| Record::Restored {
-                task: Box::new(sample_task(s)),
+                task: Arc::new(sample_task(s)),
             }),
             (
                 id.clone(),

@@ -17,6 +17,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use floodway_core::broker::{validate_batch, validate_lease_duration};
@@ -45,6 +46,40 @@ impl Random for fastrand::Rng {
 
     fn unit(&mut self) -> f64 {
         self.f64()
+    }
+}
+
+/// The state at one moment, captured by [`State::capture`] for a snapshot.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    /// Everything but the tasks, as records that restore it.
+    records: Vec<Record>,
+    /// Every task as it stood.
+    tasks: Vec<Arc<Task>>,
+}
+
+impl Snapshot {
+    /// Writes the framed records that rebuild the captured state from nothing (the body of a
+    /// snapshot file) to `out`, a chunk at a time, and returns how many there are.
+    pub(crate) fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<u64> {
+        const CHUNK: usize = 1 << 20;
+        let mut chunk = Vec::with_capacity(CHUNK + 64 * 1024);
+        for record in &self.records {
+            crate::storage::frame(&mut chunk, |payload| record::encode(record, payload));
+            if chunk.len() >= CHUNK {
+                out.write_all(&chunk)?;
+                chunk.clear();
+            }
+        }
+        for task in &self.tasks {
+            crate::storage::frame(&mut chunk, |payload| record::encode_restored(task, payload));
+            if chunk.len() >= CHUNK {
+                out.write_all(&chunk)?;
+                chunk.clear();
+            }
+        }
+        out.write_all(&chunk)?;
+        Ok((self.records.len() + self.tasks.len()) as u64)
     }
 }
 
@@ -122,9 +157,10 @@ impl Queue {
 /// The embedded broker's whole state. See the module docs.
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    /// Boxed, so moving a task in or out of the map (inserts, removals, growth) copies a
-    /// pointer, not a few hundred bytes.
-    tasks: HashMap<TaskId, Box<Task>>,
+    /// Behind an `Arc`, so moving a task in or out of the map copies a pointer, not a few
+    /// hundred bytes, and a snapshot can hold every task as it stood without copying any:
+    /// changes go through [`Arc::make_mut`], which copies only a task the snapshot still holds.
+    tasks: HashMap<TaskId, Arc<Task>>,
     queues: BTreeMap<QueueName, Queue>,
     /// (queue, key) → (first task, end of window).
     idempotency: HashMap<(QueueName, String), (TaskId, Timestamp)>,
@@ -235,7 +271,7 @@ impl State {
                     let task = Task::from_new(task, id, queue.clone(), &config, now);
                     self.commit(
                         Record::Enqueued {
-                            task: Box::new(task),
+                            task: Arc::new(task),
                             idempotency_expires_at,
                         },
                         log,
@@ -668,37 +704,37 @@ impl State {
         std::mem::take(&mut self.woken)
     }
 
-    /// Every record needed to rebuild this state from nothing: the content of a snapshot.
-    pub(crate) fn snapshot_records(&self, now: Timestamp, mut emit: impl FnMut(&Record)) {
+    /// Captures the state as it stands, for a snapshot: the small records (queues, totals,
+    /// idempotency keys) and a reference to every task. Under the broker's lock this costs a
+    /// pointer copy per task; [`Snapshot::encode`] does the real work later, elsewhere.
+    pub(crate) fn capture(&self, now: Timestamp) -> Snapshot {
+        let mut records = Vec::with_capacity(1 + 2 * self.queues.len());
         if let Some(id) = self.id_floor {
-            emit(&Record::IdFloor { id });
+            records.push(Record::IdFloor { id });
         }
         for (name, q) in &self.queues {
-            emit(&Record::QueueConfigured {
+            records.push(Record::QueueConfigured {
                 queue: name.clone(),
                 config: q.config.clone(),
             });
-            emit(&Record::Totals {
+            records.push(Record::Totals {
                 queue: name.clone(),
                 totals: q.totals,
             });
-            for set in &q.by_state {
-                for id in set {
-                    emit(&Record::Restored {
-                        task: self.tasks[id].clone(),
-                    });
-                }
-            }
         }
         for ((queue, key), (id, expires_at)) in &self.idempotency {
             if *expires_at > now {
-                emit(&Record::IdempotencyKey {
+                records.push(Record::IdempotencyKey {
                     queue: queue.clone(),
                     key: key.clone(),
                     id: *id,
                     expires_at: *expires_at,
                 });
             }
+        }
+        Snapshot {
+            records,
+            tasks: self.tasks.values().cloned().collect(),
         }
     }
 
@@ -1083,7 +1119,7 @@ impl State {
     }
 
     /// Adds a task with all its index entries.
-    fn insert(&mut self, task: Box<Task>) -> Result<(), ApplyError> {
+    fn insert(&mut self, task: Arc<Task>) -> Result<(), ApplyError> {
         if self.tasks.contains_key(&task.id) {
             return Err(ApplyError(format!("task {} exists already", task.id)));
         }
@@ -1130,7 +1166,7 @@ impl State {
         let to = transition(task.state, event).map_err(|e| ApplyError(format!("{e} ({id})")))?;
         let was_finished = task.state.is_finished();
         self.unindex(id);
-        let task = self.tasks.get_mut(&id).expect("checked above");
+        let task = Arc::make_mut(self.tasks.get_mut(&id).expect("checked above"));
         task.state = to;
         update(task);
         let partition = task
@@ -1431,7 +1467,7 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_records_rebuild_the_same_state() {
+    fn a_snapshot_rebuilds_the_state_as_it_was_when_captured() {
         let mut state = State::default();
         let mut log = Vec::new();
         let queue = q("snap");
@@ -1446,18 +1482,41 @@ mod tests {
             .enqueue(&queue, tasks, at(0), &mut FixedRandom, &mut log)
             .unwrap();
         let request = ReserveRequest::new(queue.clone(), 3, Duration::from_secs(1));
-        state.reserve(&request, at(1), &mut log).unwrap();
+        let held = state.reserve(&request, at(1), &mut log).unwrap();
+        let captured = state.capture(at(2));
+        let at_capture = replay(&log);
+
+        // Changes after the capture must not reach the snapshot (copy on write).
+        let mut later = Vec::new();
+        state
+            .ack(&[held[0].lease.as_ref()], at(3), &mut later)
+            .unwrap();
+        state.reserve(&request, at(3), &mut later).unwrap();
+        assert_ne!(state.tasks, at_capture.tasks);
 
         let mut image = Vec::new();
-        state.snapshot_records(at(2), |record| {
-            crate::storage::frame(&mut image, |payload| record::encode(record, payload));
-        });
+        let count = captured.write_to(&mut image).unwrap();
         let rebuilt = replay(&image);
         rebuilt.check_invariants();
-        assert_eq!(rebuilt.tasks, state.tasks);
-        assert_eq!(rebuilt.idempotency, state.idempotency);
-        assert_eq!(rebuilt.id_floor, state.id_floor);
-        assert_eq!(rebuilt.queues[&queue].ready, state.queues[&queue].ready);
-        assert_eq!(rebuilt.queues[&queue].totals, state.queues[&queue].totals);
+        assert!(count > 10);
+        assert_eq!(rebuilt.tasks, at_capture.tasks);
+        assert_eq!(rebuilt.idempotency, at_capture.idempotency);
+        assert_eq!(rebuilt.id_floor, at_capture.id_floor);
+        assert_eq!(
+            rebuilt.queues[&queue].ready,
+            at_capture.queues[&queue].ready
+        );
+        assert_eq!(
+            rebuilt.queues[&queue].totals,
+            at_capture.queues[&queue].totals
+        );
+
+        // And the snapshot plus the records after it is the state now.
+        let mut recovered = rebuilt;
+        crate::storage::read_frames(&later, |payload| {
+            recovered.apply(record::decode(payload).unwrap()).unwrap();
+        })
+        .unwrap();
+        assert_eq!(recovered.tasks, state.tasks);
     }
 }

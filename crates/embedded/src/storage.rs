@@ -21,6 +21,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::record::{self, FORMAT_VERSION, Record};
 
@@ -181,8 +183,8 @@ pub(crate) struct Storage {
     generation: u64,
     /// Bytes in the logs since the last snapshot (or since the beginning).
     pub(crate) log_bytes: u64,
-    /// Size of the last snapshot written or loaded.
-    pub(crate) snapshot_bytes: u64,
+    /// Size of the last snapshot written or loaded; the snapshot thread updates it.
+    pub(crate) snapshot_bytes: Arc<AtomicU64>,
 }
 
 impl Storage {
@@ -283,7 +285,7 @@ impl Storage {
                 log,
                 generation,
                 log_bytes,
-                snapshot_bytes,
+                snapshot_bytes: Arc::new(AtomicU64::new(snapshot_bytes)),
             },
             report,
         ))
@@ -310,49 +312,82 @@ impl Storage {
     /// True when the logs have grown enough that a snapshot would pay for itself: more than
     /// `min_bytes` and more than twice the last snapshot, so compaction costs O(1) per record.
     pub(crate) fn wants_snapshot(&self, min_bytes: u64) -> bool {
-        self.log_bytes > min_bytes.max(2 * self.snapshot_bytes)
+        self.log_bytes > min_bytes.max(2 * self.snapshot_bytes.load(Ordering::Relaxed))
     }
 
-    /// Writes `image` (frames of the whole state, as of the end of the current log) as the
-    /// next generation's snapshot, starts that generation's log, and deletes what it replaces.
-    /// The current log must be synced first.
-    pub(crate) fn install_snapshot(
-        &mut self,
-        image: &[u8],
-        frame_count: u64,
-    ) -> Result<(), OpenError> {
+    /// Starts the next generation's log and appends to it from now on. The current log must be
+    /// synced first: it is complete, and recovery replays it whole until a snapshot of the new
+    /// generation replaces it. Returns the new generation.
+    pub(crate) fn rotate(&mut self) -> Result<u64, OpenError> {
         let next = self.generation + 1;
-        let path = snapshot_path(&self.dir, next);
-        let tmp = path.with_extension("tmp");
-        {
-            let mut file =
-                File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
-            let mut trailer = [0u8; 16];
-            trailer[..8].copy_from_slice(TRAILER_MAGIC);
-            trailer[8..].copy_from_slice(&frame_count.to_le_bytes());
-            file.write_all(&header(SNAPSHOT_MAGIC))
-                .and_then(|()| file.write_all(image))
-                .and_then(|()| file.write_all(&trailer))
-                .and_then(|()| file.sync_all())
-                .map_err(io_err(format!("writing {}", tmp.display())))?;
-        }
-        fs::rename(&tmp, &path).map_err(io_err(format!("renaming {}", tmp.display())))?;
-        sync_dir(&self.dir)?;
         self.log = create_log(&self.dir, next)?;
         sync_dir(&self.dir)?;
-        let previous = self.generation;
         self.generation = next;
         self.log_bytes = 0;
-        self.snapshot_bytes = (HEADER_LEN + image.len() + 16) as u64;
-        // The old generation is now redundant; a crash before these deletions is cleaned up at
-        // the next open.
-        remove(&log_path(&self.dir, previous))?;
-        let old_snapshot = snapshot_path(&self.dir, previous);
-        if old_snapshot.exists() {
-            remove(&old_snapshot)?;
-        }
-        sync_dir(&self.dir)
+        Ok(next)
     }
+
+    /// The data directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Writes generation `generation`'s snapshot, whose frames (the whole state as of the start of
+/// that generation's log) `body` writes to the file and counts, then deletes the logs and
+/// snapshots it replaces.
+///
+/// It runs on a thread of its own while the broker goes on appending to log `generation`, so a
+/// large snapshot never holds up a commit. Until the snapshot is renamed into place, recovery
+/// ignores it and replays the previous snapshot and every log since; a crash at any point
+/// leaves a directory that recovers to the same state.
+pub(crate) fn write_snapshot(
+    dir: &Path,
+    generation: u64,
+    snapshot_bytes: &AtomicU64,
+    body: impl FnOnce(&mut File) -> io::Result<u64>,
+) -> Result<u64, OpenError> {
+    let path = snapshot_path(dir, generation);
+    let tmp = path.with_extension("tmp");
+    let written = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(&header(SNAPSHOT_MAGIC))?;
+        let frame_count = body(&mut file)?;
+        let mut trailer = [0u8; 16];
+        trailer[..8].copy_from_slice(TRAILER_MAGIC);
+        trailer[8..].copy_from_slice(&frame_count.to_le_bytes());
+        file.write_all(&trailer)?;
+        file.sync_all()?;
+        file.stream_position()
+    })();
+    let size = match written {
+        Ok(size) => size,
+        Err(err) => {
+            // The logs are intact; the next open would remove the leftover anyway.
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(format!("writing {}", tmp.display()))(err));
+        }
+    };
+    fs::rename(&tmp, &path).map_err(io_err(format!("renaming {}", tmp.display())))?;
+    sync_dir(dir)?;
+    snapshot_bytes.store(size, Ordering::Relaxed);
+    // Everything older is now redundant; a crash before these deletions is cleaned up at the
+    // next open.
+    for entry in fs::read_dir(dir).map_err(io_err(format!("listing {}", dir.display())))? {
+        let entry = entry.map_err(io_err(format!("listing {}", dir.display())))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let older = name
+            .strip_prefix("log-")
+            .or_else(|| name.strip_prefix("snapshot-"))
+            .and_then(|g| g.parse::<u64>().ok())
+            .is_some_and(|g| g < generation);
+        if older {
+            remove(&entry.path())?;
+        }
+    }
+    sync_dir(dir)?;
+    Ok(size)
 }
 
 fn load_snapshot(
@@ -545,6 +580,88 @@ mod tests {
         let (_first, _) = Storage::open(dir.path(), |_| Ok(())).unwrap();
         let err = Storage::open(dir.path(), |_| Ok(())).unwrap_err();
         assert!(matches!(err, OpenError::Locked(_)), "{err}");
+    }
+
+    fn id_floor_frame(n: u128) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        frame(&mut bytes, |b| {
+            crate::record::encode(
+                &Record::IdFloor {
+                    id: floodway_core::TaskId::from_u128(n),
+                },
+                b,
+            )
+        });
+        bytes
+    }
+
+    fn recovered(dir: &Path) -> Vec<Record> {
+        let mut records = Vec::new();
+        let (_storage, _) = Storage::open(dir, |r| {
+            records.push(r);
+            Ok(())
+        })
+        .unwrap();
+        records
+    }
+
+    #[test]
+    fn a_crash_between_rotation_and_snapshot_replays_both_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut storage, _) = Storage::open(dir.path(), |_| Ok(())).unwrap();
+            storage.append(&id_floor_frame(1)).unwrap();
+            storage.sync().unwrap();
+            storage.rotate().unwrap();
+            storage.append(&id_floor_frame(2)).unwrap();
+            storage.sync().unwrap();
+            // A snapshot writer killed before its rename leaves only a temporary file.
+            fs::write(
+                snapshot_path(dir.path(), 1).with_extension("tmp"),
+                b"partial",
+            )
+            .unwrap();
+        }
+        let ids: Vec<u128> = recovered(dir.path())
+            .into_iter()
+            .map(|r| match r {
+                Record::IdFloor { id } => id.as_u128(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, [1, 2]);
+        assert!(!snapshot_path(dir.path(), 1).with_extension("tmp").exists());
+    }
+
+    #[test]
+    fn a_snapshot_replaces_the_logs_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut storage, _) = Storage::open(dir.path(), |_| Ok(())).unwrap();
+            storage.append(&id_floor_frame(1)).unwrap();
+            storage.sync().unwrap();
+            let generation = storage.rotate().unwrap();
+            storage.append(&id_floor_frame(3)).unwrap();
+            storage.sync().unwrap();
+            // The image stands for everything in log 0: here, one record.
+            write_snapshot(dir.path(), generation, &storage.snapshot_bytes, |file| {
+                file.write_all(&id_floor_frame(2))?;
+                Ok(1)
+            })
+            .unwrap();
+        }
+        assert!(
+            !log_path(dir.path(), 0).exists(),
+            "the replaced log is deleted"
+        );
+        let ids: Vec<u128> = recovered(dir.path())
+            .into_iter()
+            .map(|r| match r {
+                Record::IdFloor { id } => id.as_u128(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, [2, 3], "the snapshot, then the log after it");
     }
 
     #[test]
