@@ -34,7 +34,14 @@
 //! - **Cancelling a reserve call**: dropping the future while it waits for tasks leases
 //!   nothing; dropping it after it took tasks leaves their leases to expire (the tasks run
 //!   again later, at least once).
-//! - **Reserve** spends an attempt (`attempt + 1`), issues the next [`crate::Fence`], and sets
+//! - **Durability**: every call that returns `Ok` has made its changes durable, except that a
+//!   broker may answer `reserve` before the reservation is durable. A reservation lost in a
+//!   crash leaves the task ready again, and its fence stale for ever.
+//! - **Fences** grow by one with every reservation of a task, except that the first
+//!   reservation after a broker restarts may skip ahead (a broker that answers reservations
+//!   before they are durable scopes its fences by restart); a fence is never issued twice for
+//!   a task and never goes back.
+//! - **Reserve** spends an attempt (`attempt + 1`), issues the task's next fence, and sets
 //!   the lease to `now + request.lease`. Before choosing, it promotes due tasks, reaps expired
 //!   leases and dead-letters waiting tasks whose TTL passed, exactly as [`Broker::promote`] and
 //!   [`Broker::reap`] would. A paused or unknown queue yields nothing; like an empty one, it is
@@ -338,7 +345,7 @@ pub type LeaseResults = Vec<Result<(), Refusal>>;
 /// Every state change goes through [`crate::transition`], so all brokers agree on what is
 /// legal; the conformance suite (crate `floodway-conformance`) checks that they agree on
 /// everything else. A call that returns `Ok` has made its effect durable to the broker's
-/// configured durability before returning.
+/// configured durability before returning, except possibly `reserve` (see the module docs).
 pub trait Broker: Send + Sync + 'static {
     /// The optional behaviours this broker supports.
     fn capabilities(&self) -> Capabilities;

@@ -14,9 +14,10 @@ use crate::id::TaskId;
 use crate::state::TaskState;
 use crate::time::Timestamp;
 
-/// A fencing token: the number of times a task has been reserved. The first reservation gets
-/// fence 1; a task never reserved has fence 0. Fences never decrease, not even across
-/// restarts, so a fence identifies one reservation of one task for ever.
+/// A fencing token: grows with every reservation of a task. The first reservation gets fence
+/// 1; a task never reserved has fence 0; after a broker restart the next fence may skip ahead.
+/// Fences never decrease and are never issued twice, so a fence identifies one reservation of
+/// one task for ever.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]

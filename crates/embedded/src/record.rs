@@ -96,6 +96,9 @@ pub(crate) enum Record {
     IdFloor { id: TaskId },
     /// Totals that no state change carries (duplicates, refusals) went up.
     Counted { queue: QueueName, counts: Counts },
+    /// The data directory was opened for the `epoch`-th time (counting from 0); written, and
+    /// synced, at open, before any reservation of the new epoch.
+    Opened { epoch: u32 },
 }
 
 /// Increments of the totals that count calls rather than state changes.
@@ -257,6 +260,10 @@ pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) {
             w.uint(counts.rejected_full);
             w.uint(counts.stale_refused);
         }
+        Record::Opened { epoch } => {
+            w.u8(21);
+            w.uint(u64::from(*epoch));
+        }
     }
 }
 
@@ -347,6 +354,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             expires_at: r.time()?,
         },
         19 => Record::IdFloor { id: r.id()? },
+        21 => Record::Opened { epoch: r.u32()? },
         20 => Record::Counted {
             queue: r.queue()?,
             counts: Counts {
@@ -833,6 +841,7 @@ mod tests {
                 }
             }),
             id.prop_map(|id| Record::IdFloor { id }),
+            any::<u32>().prop_map(|epoch| Record::Opened { epoch }),
             any::<[u64; 3]>().prop_map(|n| Record::Counted {
                 queue: QueueName::new("q").unwrap(),
                 counts: Counts {

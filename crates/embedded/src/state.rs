@@ -23,10 +23,10 @@ use std::time::Duration;
 use floodway_core::broker::{validate_batch, validate_lease_duration};
 use floodway_core::task::truncate_error;
 use floodway_core::{
-    BrokerError, DeadReason, DeadSelector, Enqueued, Event, FailOutcome, Failure, IdGenerator,
-    Lease, LeaseRef, NewTask, OverflowPolicy, QueueConfig, QueueName, QueueStats, QueueTotals,
-    Refusal, Reservation, ReserveRequest, StateCounts, Task, TaskFilter, TaskId, TaskState,
-    Timestamp, limits, transition,
+    BrokerError, DeadReason, DeadSelector, Enqueued, Event, FailOutcome, Failure, Fence,
+    IdGenerator, Lease, LeaseRef, NewTask, OverflowPolicy, QueueConfig, QueueName, QueueStats,
+    QueueTotals, Refusal, Reservation, ReserveRequest, StateCounts, Task, TaskFilter, TaskId,
+    TaskState, Timestamp, limits, transition,
 };
 
 use crate::record::{self, Counts, Record};
@@ -167,6 +167,10 @@ pub(crate) struct State {
     ids: IdGenerator,
     /// The greatest id issued, so that a restart never issues a smaller one.
     id_floor: Option<TaskId>,
+    /// How many times the data directory was opened before the current opening (0 the first
+    /// time). Fences issued now are above `epoch << 32`, so a fence handed out before a crash,
+    /// whose reservation never reached the disk, can never equal a fence handed out after it.
+    epoch: u32,
     /// Queues that gained eligible ready tasks since [`State::take_woken`] was last called
     /// (each once: [`Queue::woken`] marks the ones listed); the broker wakes workers waiting
     /// on them.
@@ -317,7 +321,7 @@ impl State {
             let Some(&(_, _, id)) = self.queues[&request.queue].ready.first() else {
                 break;
             };
-            let fence = self.tasks[&id].fence.next();
+            let fence = Fence(self.tasks[&id].fence.0.max(self.fence_base())).next();
             self.commit(
                 Record::Reserved {
                     id,
@@ -708,7 +712,8 @@ impl State {
     /// idempotency keys) and a reference to every task. Under the broker's lock this costs a
     /// pointer copy per task; [`Snapshot::encode`] does the real work later, elsewhere.
     pub(crate) fn capture(&self, now: Timestamp) -> Snapshot {
-        let mut records = Vec::with_capacity(1 + 2 * self.queues.len());
+        let mut records = Vec::with_capacity(2 + 2 * self.queues.len());
+        records.push(Record::Opened { epoch: self.epoch });
         if let Some(id) = self.id_floor {
             records.push(Record::IdFloor { id });
         }
@@ -736,6 +741,16 @@ impl State {
             records,
             tasks: self.tasks.values().cloned().collect(),
         }
+    }
+
+    /// The epoch recovered from the log: the opening before this one.
+    pub(crate) fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Every fence issued in the current epoch is above this.
+    fn fence_base(&self) -> u64 {
+        u64::from(self.epoch) << 32
     }
 
     /// How many tasks the state holds.
@@ -915,6 +930,7 @@ impl State {
                 self.idempotency.insert((queue, key), (id, expires_at));
             }
             Record::IdFloor { id } => self.raise_id_floor(id),
+            Record::Opened { epoch } => self.epoch = self.epoch.max(epoch),
         }
         Ok(())
     }

@@ -18,6 +18,7 @@
 //! order, after checking that they grow. On failure proptest shrinks the sequence and the panic
 //! message prints the shortest one it found.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -337,6 +338,12 @@ struct Run<'h, H: Harness> {
     ids: Vec<TaskId>,
     /// Every lease handed out, in order.
     leases: Vec<LeaseRef>,
+    /// How many times the broker restarted in this run.
+    restarts: u32,
+    /// For each task, the value of `restarts` when it was last reserved. A task's first
+    /// reservation after a restart may get a fence that skips ahead (it must still be greater
+    /// than any before), and the model adopts the broker's.
+    reserved_after: HashMap<TaskId, u32>,
     /// The step being run and its operation, for failure messages.
     at: String,
 }
@@ -382,6 +389,8 @@ impl<'h, H: Harness> Run<'h, H> {
             capabilities,
             ids: Vec::new(),
             leases: Vec::new(),
+            restarts: 0,
+            reserved_after: HashMap::new(),
             at,
         };
         run.compare_state().await?;
@@ -523,7 +532,22 @@ impl<'h, H: Harness> Run<'h, H> {
                         .worker("model-worker");
                 let paused = self.model.config(&self.queue).is_some_and(|c| c.paused);
                 let got = self.broker().reserve(request.clone()).await;
-                let want = self.model.reserve(&request, now);
+                let mut want = self.model.reserve(&request, now);
+                if let (Ok(got), Ok(want)) = (&got, &mut want) {
+                    for (g, w) in got.iter().zip(want.iter_mut()) {
+                        let id = w.lease.task_id;
+                        let first_since_restart = self.restarts > 0
+                            && self.reserved_after.insert(id, self.restarts) != Some(self.restarts);
+                        let skipped = first_since_restart
+                            && g.lease.task_id == id
+                            && g.lease.fence > w.lease.fence;
+                        if skipped {
+                            self.model.adopt_fence(w.lease.task_id, g.lease.fence);
+                            w.lease.fence = g.lease.fence;
+                            w.task.fence = g.lease.fence;
+                        }
+                    }
+                }
                 let view = |r: &Result<Vec<floodway_core::Reservation>, BrokerError>| {
                     r.as_ref()
                         .map(|rs| {
@@ -624,6 +648,7 @@ impl<'h, H: Harness> Run<'h, H> {
             Op::Restart => {
                 if self.harness.can_restart() {
                     self.harness.restart().await;
+                    self.restarts += 1;
                 }
             }
         }

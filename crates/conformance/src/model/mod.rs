@@ -20,10 +20,10 @@ use std::time::Duration;
 use floodway_core::broker::{validate_batch, validate_lease_duration};
 use floodway_core::task::truncate_error;
 use floodway_core::{
-    BrokerError, DeadReason, DeadSelector, Enqueued, Event, FailOutcome, Failure, Lease, LeaseRef,
-    LeaseResults, NewTask, OverflowPolicy, QueueConfig, QueueName, QueueStats, QueueTotals,
-    Refusal, Reservation, ReserveRequest, StateCounts, Task, TaskFilter, TaskId, TaskState,
-    Timestamp, limits, transition,
+    BrokerError, DeadReason, DeadSelector, Enqueued, Event, FailOutcome, Failure, Fence, Lease,
+    LeaseRef, LeaseResults, NewTask, OverflowPolicy, QueueConfig, QueueName, QueueStats,
+    QueueTotals, Refusal, Reservation, ReserveRequest, StateCounts, Task, TaskFilter, TaskId,
+    TaskState, Timestamp, limits, transition,
 };
 
 pub use agreement::model_agrees_with_broker;
@@ -112,6 +112,15 @@ impl Model {
     /// A queue's configuration, if the queue exists.
     pub fn config(&self, queue: &QueueName) -> Option<&QueueConfig> {
         self.queues.get(queue).map(|record| &record.config)
+    }
+
+    /// Sets a task's current fence to `fence`, which a broker issued after a restart (the
+    /// rules let a fence skip ahead then, as long as it grows).
+    pub fn adopt_fence(&mut self, id: TaskId, fence: Fence) {
+        if let Some(i) = self.index(id) {
+            assert!(fence >= self.tasks[i].task.fence, "fences never go back");
+            self.tasks[i].task.fence = fence;
+        }
     }
 
     /// The greatest id stored, if any task is.

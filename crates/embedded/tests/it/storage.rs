@@ -127,7 +127,13 @@ async fn a_torn_final_write_is_cut_off_and_the_rest_recovered() {
         );
     }
     reopened.close().await;
-    assert_eq!(std::fs::metadata(&log).unwrap().len() as usize, intact);
+    // The torn bytes are gone for good: the log continues from the intact prefix.
+    let after = std::fs::read(&log).unwrap();
+    assert_eq!(after[..intact], bytes[..intact]);
+    let again = EmbeddedBroker::open(dir.path(), options(&clock)).unwrap();
+    assert_eq!(again.recovery_report().torn_tail_bytes, 0);
+    assert_eq!(all_tasks(&again).await.len(), ids.len());
+    again.close().await;
 }
 
 #[tokio::test]
@@ -222,4 +228,55 @@ async fn leases_survive_a_restart_and_then_expire_normally() {
     assert_eq!(again[0].task.attempt, 2);
     assert!(again[0].lease.fence > held[0].lease.fence);
     reopened.close().await;
+}
+
+/// A reservation is answered before it is durable. If a crash loses it, the task is ready
+/// again after the restart and the fence its worker holds can never match a later
+/// reservation. The crash is simulated with real files: the directory is copied while it holds
+/// only the durable enqueue, the original broker then reserves, and the copy is opened as the
+/// restarted broker that never saw that reservation.
+#[tokio::test]
+async fn a_reservation_lost_in_a_crash_leaves_its_fence_stale() {
+    let original = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let broker = EmbeddedBroker::open(original.path(), options(&clock)).unwrap();
+    let ids = broker
+        .enqueue(&queue(), vec![NewTask::new("k", "{}")])
+        .await
+        .unwrap();
+
+    let crashed = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(original.path()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, crashed.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let lost = broker
+        .reserve(ReserveRequest::new(queue(), 1, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(lost[0].lease.task_id, ids[0].id);
+
+    let restarted = EmbeddedBroker::open(crashed.path(), options(&clock)).unwrap();
+    assert_eq!(
+        restarted.get(ids[0].id).await.unwrap().state,
+        TaskState::Ready,
+        "the lost reservation left the task ready"
+    );
+    let again = restarted
+        .reserve(ReserveRequest::new(queue(), 1, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(again[0].lease.task_id, ids[0].id);
+    assert_ne!(again[0].lease.fence, lost[0].lease.fence);
+    let refused = restarted.ack(&[lost[0].lease.as_ref()]).await.unwrap();
+    assert!(
+        matches!(refused[0], Err(floodway_core::Refusal::StaleFence { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        restarted.ack(&[again[0].lease.as_ref()]).await.unwrap(),
+        vec![Ok(())]
+    );
+    restarted.close().await;
+    broker.close().await;
 }
