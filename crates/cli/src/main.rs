@@ -41,6 +41,11 @@ use floodway_embedded::Durability;
 use crate::data::Global;
 use crate::logging::LogFormat;
 
+/// mimalloc rather than the system allocator: floodway allocates per task on every path,
+/// and W2 ran about 1.3 times faster with it (docs/decisions/0005-allocator.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// floodway: a durable task queue with backpressure built in.
 #[derive(Debug, Parser)]
 #[command(

@@ -67,3 +67,9 @@ pub use outcome::Outcome;
 pub use report::WorkerReport;
 pub use signal::shutdown_signal;
 pub use worker::{Worker, WorkerHandle};
+
+/// The README's Rust examples, compiled as doc tests so the quick start cannot drift from the
+/// API.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
