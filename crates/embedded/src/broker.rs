@@ -171,11 +171,11 @@ impl EmbeddedBroker {
         let mut threads = Vec::new();
         let flusher_shared = shared.clone();
         let durability = options.durability;
-        let snapshot_min = options.snapshot_log_bytes_min;
+        let compaction_min = options.compaction_bytes_min;
         threads.push(
             std::thread::Builder::new()
                 .name("floodway-flusher".into())
-                .spawn(move || flusher(&flusher_shared, storage, durability, snapshot_min))
+                .spawn(move || flusher(&flusher_shared, storage, durability, compaction_min))
                 .map_err(|source| OpenError::Io {
                     context: "starting the flusher thread".into(),
                     source,
@@ -379,15 +379,14 @@ impl Drop for Inner {
 
 /// The flusher thread: writes pending frames, syncs per the durability setting, publishes
 /// progress, and compacts the log into a snapshot when it has grown enough.
-fn flusher(shared: &Shared, mut storage: Storage, durability: Durability, snapshot_min: u64) {
+fn flusher(shared: &Shared, mut storage: Storage, durability: Durability, compaction_min: u64) {
     let mut spare = Vec::with_capacity(64 * 1024);
     let mut unsynced = false;
     let mut last_sync = Instant::now();
     // The thread writing the latest snapshot, if one is being written; one at a time.
     let mut snapshot_writer: Option<JoinHandle<()>> = None;
     loop {
-        let snapshot_due = storage.wants_snapshot(snapshot_min)
-            && snapshot_writer.as_ref().is_none_or(JoinHandle::is_finished);
+        let writer_idle = snapshot_writer.as_ref().is_none_or(JoinHandle::is_finished);
         let (mut frames, through, closing, image) = {
             let mut core = shared.lock();
             loop {
@@ -418,8 +417,10 @@ fn flusher(shared: &Shared, mut storage: Storage, durability: Durability, snapsh
             // The snapshot must show exactly what the logs written so far hold, so it is taken
             // together with the last frames of the current log, under the same lock; capturing
             // copies a pointer per task, and encoding and writing happen on another thread.
-            let image =
-                (snapshot_due && !core.closing).then(|| core.state.capture(shared.clock.now()));
+            let compact = writer_idle
+                && !core.closing
+                && storage.wants_compaction(core.state.live_bytes(), compaction_min);
+            let image = compact.then(|| core.state.capture(shared.clock.now()));
             (frames, core.appended, core.closing, image)
         };
 

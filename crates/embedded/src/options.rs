@@ -76,9 +76,11 @@ pub struct Options {
     /// when no call does it. `None` turns the thread off (tests that drive time by hand do,
     /// so that only their own calls move tasks).
     pub maintenance_interval: Option<Duration>,
-    /// Compact (write a snapshot and start a new log) once the log exceeds this size and twice
-    /// the previous snapshot.
-    pub snapshot_log_bytes_min: u64,
+    /// Compaction (a snapshot that replaces the logs before it) starts once the data files are
+    /// larger than this and larger than twice the live state, that is once at least half of
+    /// what is on disk is garbage. Each compaction rewrites the live state, so this bounds both
+    /// the space the files take and the work compaction does per byte logged.
+    pub compaction_bytes_min: u64,
 }
 
 impl Default for Options {
@@ -87,7 +89,7 @@ impl Default for Options {
             durability: Durability::Fsync,
             clock: Arc::new(SystemClock::new()),
             maintenance_interval: Some(Duration::from_millis(100)),
-            snapshot_log_bytes_min: 64 * 1024 * 1024,
+            compaction_bytes_min: 64 * 1024 * 1024,
         }
     }
 }
@@ -97,7 +99,7 @@ impl fmt::Debug for Options {
         f.debug_struct("Options")
             .field("durability", &self.durability)
             .field("maintenance_interval", &self.maintenance_interval)
-            .field("snapshot_log_bytes_min", &self.snapshot_log_bytes_min)
+            .field("compaction_bytes_min", &self.compaction_bytes_min)
             .finish_non_exhaustive()
     }
 }

@@ -91,6 +91,22 @@ pub(crate) struct ApplyError(pub(crate) String);
 /// Key of the reservation order: priority (highest first), then run-at, then id.
 type ReadyKey = (Reverse<u8>, Timestamp, TaskId);
 
+/// About how many bytes a task takes in a snapshot, from the fields that never change after
+/// enqueue (so that adding it and later subtracting it agree): the fixed fields plus the
+/// variable-length ones.
+fn footprint(task: &Task) -> u64 {
+    const FIXED: usize = 96;
+    let headers: usize = task
+        .headers
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 2)
+        .sum();
+    let keys = task.idempotency_key.as_ref().map_or(0, String::len)
+        + task.partition_key.as_ref().map_or(0, String::len);
+    (FIXED + task.queue.as_str().len() + task.kind.len() + task.payload.len() + headers + keys)
+        as u64
+}
+
 /// Ends a task's lease because its holder finished with it (ack, fail, release).
 fn end_lease(task: &mut Task) {
     task.lease_expires_at = None;
@@ -171,6 +187,10 @@ pub(crate) struct State {
     /// time). Fences issued now are above `epoch << 32`, so a fence handed out before a crash,
     /// whose reservation never reached the disk, can never equal a fence handed out after it.
     epoch: u32,
+    /// The estimated encoded size of every task held (see [`footprint`]), kept up to date by
+    /// [`State::insert`] and [`State::remove`]: how large a snapshot would be, which decides
+    /// when compaction pays.
+    live_bytes: u64,
     /// Queues that gained eligible ready tasks since [`State::take_woken`] was last called
     /// (each once: [`Queue::woken`] marks the ones listed); the broker wakes workers waiting
     /// on them.
@@ -748,6 +768,11 @@ impl State {
         self.epoch
     }
 
+    /// The estimated size of a snapshot of the state now, in bytes.
+    pub(crate) fn live_bytes(&self) -> u64 {
+        self.live_bytes + 256 * self.queues.len() as u64 + 64 * self.idempotency.len() as u64
+    }
+
     /// Every fence issued in the current epoch is above this.
     fn fence_base(&self) -> u64 {
         u64::from(self.epoch) << 32
@@ -1143,6 +1168,7 @@ impl State {
             return Err(ApplyError(format!("task {} of unknown queue", task.id)));
         }
         self.raise_id_floor(task.id);
+        self.live_bytes += footprint(&task);
         let id = task.id;
         let partition = (!task.state.is_finished())
             .then(|| task.partition_key.clone())
@@ -1160,6 +1186,7 @@ impl State {
     fn remove(&mut self, id: TaskId) {
         self.unindex(id);
         let task = self.tasks.remove(&id).expect("removing a task that exists");
+        self.live_bytes -= footprint(&task);
         if let Some(key) = &task.partition_key
             && !task.state.is_finished()
         {
@@ -1399,6 +1426,8 @@ impl State {
             assert_eq!(q.ttl.len(), with_ttl, "ttl index of {name}");
         }
         assert_eq!(seen, self.tasks.len(), "a task is missing from by_state");
+        let footprints: u64 = self.tasks.values().map(|t| footprint(t)).sum();
+        assert_eq!(self.live_bytes, footprints, "live_bytes drifted");
     }
 }
 

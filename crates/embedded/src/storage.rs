@@ -309,10 +309,14 @@ impl Storage {
             .map_err(io_err(format!("syncing log {generation}")))
     }
 
-    /// True when the logs have grown enough that a snapshot would pay for itself: more than
-    /// `min_bytes` and more than twice the last snapshot, so compaction costs O(1) per record.
-    pub(crate) fn wants_snapshot(&self, min_bytes: u64) -> bool {
-        self.log_bytes > min_bytes.max(2 * self.snapshot_bytes.load(Ordering::Relaxed))
+    /// True when compaction would pay for itself: the data files (the last snapshot and the
+    /// logs since) are larger than `min_bytes` and than twice `live_bytes`, the estimated size
+    /// of a snapshot of the state now. Then at least half of what is on disk is garbage, so a
+    /// compaction, which rewrites the live state, costs O(1) per byte of garbage it reclaims,
+    /// and the files never take much more than twice the space the state needs.
+    pub(crate) fn wants_compaction(&self, live_bytes: u64, min_bytes: u64) -> bool {
+        let on_disk = self.snapshot_bytes.load(Ordering::Relaxed) + self.log_bytes;
+        on_disk > min_bytes.max(live_bytes.saturating_mul(2))
     }
 
     /// Starts the next generation's log and appends to it from now on. The current log must be

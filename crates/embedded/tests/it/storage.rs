@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use floodway_core::{
-    Broker, ManualClock, NewTask, QueueName, ReserveRequest, TaskFilter, TaskState, Timestamp,
+    Broker, ManualClock, NewTask, QueueConfig, QueueName, ReserveRequest, TaskFilter, TaskState,
+    Timestamp,
 };
 use floodway_embedded::{Durability, EmbeddedBroker, OpenError, Options};
 
@@ -48,10 +49,16 @@ async fn compaction_keeps_every_task_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let clock = clock();
     let small_snapshots = Options {
-        snapshot_log_bytes_min: 16 * 1024,
+        compaction_bytes_min: 16 * 1024,
         ..options(&clock)
     };
     let broker = EmbeddedBroker::open(dir.path(), small_snapshots.clone()).unwrap();
+    // Completed tasks are deleted at once, so acked tasks become garbage in the log.
+    let config = QueueConfig {
+        completed_retain: 0,
+        ..QueueConfig::default()
+    };
+    broker.configure(&queue(), config).await.unwrap();
     // Enough churn to compact several times: enqueue, reserve and ack most tasks.
     for round in 0..20 {
         let batch = (0..50)
@@ -91,6 +98,62 @@ async fn compaction_keeps_every_task_across_reopen() {
         stats_before[0].totals.completed
     );
     reopened.close().await;
+}
+
+fn snapshot_count(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("snapshot-") && !name.ends_with(".tmp")
+        })
+        .count()
+}
+
+/// Compaction rewrites the live state, so it waits until at least half of the files are
+/// garbage: a log that holds only live tasks, however large, is left alone, and it is compacted
+/// once those tasks are done.
+#[tokio::test]
+async fn only_garbage_triggers_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let options = Options {
+        compaction_bytes_min: 16 * 1024,
+        ..options(&clock)
+    };
+    let broker = EmbeddedBroker::open(dir.path(), options.clone()).unwrap();
+    let config = QueueConfig {
+        completed_retain: 0,
+        ..QueueConfig::default()
+    };
+    broker.configure(&queue(), config).await.unwrap();
+    // About 300 KiB of log, all of it live: far above the minimum, no garbage.
+    for batch in 0..2 {
+        let tasks = (0..1000)
+            .map(|i| NewTask::new("k", format!("{{\"batch\":{batch},\"i\":{i}}}")))
+            .collect();
+        broker.enqueue(&queue(), tasks).await.unwrap();
+    }
+    broker.close().await;
+    assert_eq!(snapshot_count(dir.path()), 0, "a log of live tasks is not compacted");
+
+    let broker = EmbeddedBroker::open(dir.path(), options).unwrap();
+    for _ in 0..2 {
+        let held = broker
+            .reserve(ReserveRequest::new(queue(), 1000, Duration::from_secs(30)))
+            .await
+            .unwrap();
+        let leases: Vec<_> = held.iter().map(|r| r.lease.as_ref()).collect();
+        assert!(broker.ack(&leases).await.unwrap().iter().all(Result::is_ok));
+    }
+    // One more write, so the flusher looks again after the garbage has piled up.
+    broker
+        .enqueue(&queue(), vec![NewTask::new("k", "{}")])
+        .await
+        .unwrap();
+    broker.close().await;
+    assert_eq!(snapshot_count(dir.path()), 1, "done tasks are garbage, and compacted");
 }
 
 #[tokio::test]
