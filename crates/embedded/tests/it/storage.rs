@@ -136,7 +136,11 @@ async fn only_garbage_triggers_compaction() {
         broker.enqueue(&queue(), tasks).await.unwrap();
     }
     broker.close().await;
-    assert_eq!(snapshot_count(dir.path()), 0, "a log of live tasks is not compacted");
+    assert_eq!(
+        snapshot_count(dir.path()),
+        0,
+        "a log of live tasks is not compacted"
+    );
 
     let broker = EmbeddedBroker::open(dir.path(), options).unwrap();
     for _ in 0..2 {
@@ -153,7 +157,11 @@ async fn only_garbage_triggers_compaction() {
         .await
         .unwrap();
     broker.close().await;
-    assert_eq!(snapshot_count(dir.path()), 1, "done tasks are garbage, and compacted");
+    assert_eq!(
+        snapshot_count(dir.path()),
+        1,
+        "done tasks are garbage, and compacted"
+    );
 }
 
 #[tokio::test]
