@@ -231,20 +231,6 @@ impl EmbeddedBroker {
         self.inner.join_threads();
     }
 
-    /// Runs `op` on the state under the lock and returns its result with the sequence number
-    /// to wait for before replying.
-    fn run<T>(
-        &self,
-        op: impl FnOnce(
-            &mut State,
-            Timestamp,
-            &mut fastrand::Rng,
-            &mut Vec<u8>,
-        ) -> Result<T, BrokerError>,
-    ) -> Result<(T, u64), BrokerError> {
-        self.inner.shared.run(op)
-    }
-
     /// Waits until every frame batch up to `through` is durable.
     async fn durable(&self, through: u64) -> Result<(), BrokerError> {
         let mut durable = self.inner.shared.durable.subscribe();
@@ -271,7 +257,7 @@ impl EmbeddedBroker {
             &mut Vec<u8>,
         ) -> Result<T, BrokerError>,
     ) -> Result<T, BrokerError> {
-        let (result, through) = self.run(op)?;
+        let (result, through) = self.inner.shared.run(op)?;
         self.durable(through).await?;
         Ok(result)
     }
@@ -310,6 +296,8 @@ impl Shared {
         Ok(core)
     }
 
+    /// Runs `op` on the state under the lock and returns its result with the sequence number
+    /// to wait for before replying.
     fn run<T>(
         &self,
         op: impl FnOnce(
@@ -576,8 +564,10 @@ impl Broker for EmbeddedBroker {
             // Register for wake-ups before looking, so an enqueue between the look and the
             // wait cannot be missed.
             notified.as_mut().enable();
-            let (reservations, _) =
-                self.run(|state, now, _, log| state.reserve(&request, now, log))?;
+            let (reservations, _) = self
+                .inner
+                .shared
+                .run(|state, now, _, log| state.reserve(&request, now, log))?;
             let now_instant = tokio::time::Instant::now();
             if !reservations.is_empty() || now_instant >= deadline {
                 self.forget_waiter(&request.queue);

@@ -370,19 +370,33 @@ impl State {
         now: Timestamp,
         log: &mut Vec<u8>,
     ) -> Result<Vec<Result<(), Refusal>>, BrokerError> {
+        self.lease_batch(leases, Event::Ack, now, log, |lease| {
+            let record = Record::Acked {
+                id: lease.task_id,
+                at: now,
+            };
+            (record, ())
+        })
+    }
+
+    /// Checks each lease for `event` and, for each one that holds, commits the record `change`
+    /// makes of it; returns `change`'s value or the refusal, per lease.
+    fn lease_batch<T>(
+        &mut self,
+        leases: &[LeaseRef],
+        event: Event,
+        now: Timestamp,
+        log: &mut Vec<u8>,
+        mut change: impl FnMut(&LeaseRef) -> (Record, T),
+    ) -> Result<Vec<Result<T, Refusal>>, BrokerError> {
         validate_batch(leases.len())?;
         Ok(leases
             .iter()
             .map(|lease| {
-                self.check_lease(lease, Event::Ack, now, log)?;
-                self.commit(
-                    Record::Acked {
-                        id: lease.task_id,
-                        at: now,
-                    },
-                    log,
-                );
-                Ok(())
+                self.check_lease(lease, event, now, log)?;
+                let (record, value) = change(lease);
+                self.commit(record, log);
+                Ok(value)
             })
             .collect())
     }
@@ -442,27 +456,20 @@ impl State {
         now: Timestamp,
         log: &mut Vec<u8>,
     ) -> Result<Vec<Result<Lease, Refusal>>, BrokerError> {
-        validate_batch(leases.len())?;
         validate_lease_duration(duration)?;
         let expires_at = now.saturating_add(duration);
-        Ok(leases
-            .iter()
-            .map(|lease| {
-                self.check_lease(lease, Event::Extend, now, log)?;
-                self.commit(
-                    Record::Extended {
-                        id: lease.task_id,
-                        expires_at,
-                    },
-                    log,
-                );
-                Ok(Lease {
-                    task_id: lease.task_id,
-                    fence: lease.fence,
-                    expires_at,
-                })
-            })
-            .collect())
+        self.lease_batch(leases, Event::Extend, now, log, |lease| {
+            let record = Record::Extended {
+                id: lease.task_id,
+                expires_at,
+            };
+            let extended = Lease {
+                task_id: lease.task_id,
+                fence: lease.fence,
+                expires_at,
+            };
+            (record, extended)
+        })
     }
 
     /// Gives leased tasks back unrun. See `Broker::release`.
@@ -472,21 +479,13 @@ impl State {
         now: Timestamp,
         log: &mut Vec<u8>,
     ) -> Result<Vec<Result<(), Refusal>>, BrokerError> {
-        validate_batch(leases.len())?;
-        Ok(leases
-            .iter()
-            .map(|lease| {
-                self.check_lease(lease, Event::Release, now, log)?;
-                self.commit(
-                    Record::Released {
-                        id: lease.task_id,
-                        at: now,
-                    },
-                    log,
-                );
-                Ok(())
-            })
-            .collect())
+        self.lease_batch(leases, Event::Release, now, log, |lease| {
+            let record = Record::Released {
+                id: lease.task_id,
+                at: now,
+            };
+            (record, ())
+        })
     }
 
     /// Cancels waiting tasks. See `Broker::cancel`.
@@ -1459,6 +1458,7 @@ mod tests {
         let mut state = State::default();
         crate::storage::read_frames(log, |payload| {
             state.apply(record::decode(payload).unwrap()).unwrap();
+            Ok(())
         })
         .unwrap();
         state
@@ -1560,6 +1560,7 @@ mod tests {
         let mut recovered = rebuilt;
         crate::storage::read_frames(&later, |payload| {
             recovered.apply(record::decode(payload).unwrap()).unwrap();
+            Ok(())
         })
         .unwrap();
         assert_eq!(recovered.tasks, state.tasks);

@@ -86,45 +86,59 @@ pub(crate) struct FrameEnd {
     pub(crate) damage: Option<&'static str>,
 }
 
-/// Calls `visit` with each valid frame's payload, in order, until the bytes end or a frame is
-/// cut short or fails its checksum.
-pub(crate) fn read_frames(bytes: &[u8], mut visit: impl FnMut(&[u8])) -> Result<FrameEnd, ()> {
+/// A frame whose record could not be decoded or applied: corruption, since its checksum held.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct BadRecord {
+    /// Where the frame starts.
+    pub(crate) offset: usize,
+    /// What was wrong with its record.
+    pub(crate) reason: String,
+}
+
+/// Calls `visit` with each valid frame's payload, in order, until the bytes end, a frame is
+/// cut short or fails its checksum (reported in the returned [`FrameEnd`]), or `visit` fails.
+pub(crate) fn read_frames(
+    bytes: &[u8],
+    mut visit: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<FrameEnd, BadRecord> {
+    let end = |valid_len, damage| FrameEnd { valid_len, damage };
     let mut offset = 0;
     while offset < bytes.len() {
         let rest = &bytes[offset..];
         if rest.len() < FRAME_HEADER_LEN {
-            return Ok(FrameEnd {
-                valid_len: offset,
-                damage: Some("frame header cut short"),
-            });
+            return Ok(end(offset, Some("frame header cut short")));
         }
         let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
         if len > FRAME_PAYLOAD_MAX {
-            return Ok(FrameEnd {
-                valid_len: offset,
-                damage: Some("frame length out of range"),
-            });
+            return Ok(end(offset, Some("frame length out of range")));
         }
         let Some(payload) = rest.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
-            return Ok(FrameEnd {
-                valid_len: offset,
-                damage: Some("frame cut short"),
-            });
+            return Ok(end(offset, Some("frame cut short")));
         };
         if crc32fast::hash(payload) != crc {
-            return Ok(FrameEnd {
-                valid_len: offset,
-                damage: Some("checksum mismatch"),
-            });
+            return Ok(end(offset, Some("checksum mismatch")));
         }
-        visit(payload);
+        visit(payload).map_err(|reason| BadRecord { offset, reason })?;
         offset += FRAME_HEADER_LEN + len;
     }
-    Ok(FrameEnd {
-        valid_len: offset,
-        damage: None,
-    })
+    Ok(end(offset, None))
+}
+
+/// Decodes and applies the records of every valid frame of `body`; returns how many, and where
+/// the frames ended.
+fn apply_frames(
+    body: &[u8],
+    apply: &mut impl FnMut(Record) -> Result<(), String>,
+) -> Result<(u64, FrameEnd), BadRecord> {
+    let mut count = 0u64;
+    let end = read_frames(body, |payload| {
+        let record = record::decode(payload).map_err(|e| e.to_string())?;
+        apply(record)?;
+        count += 1;
+        Ok(())
+    })?;
+    Ok((count, end))
 }
 
 fn header(magic: &[u8; 8]) -> [u8; HEADER_LEN] {
@@ -410,24 +424,8 @@ fn load_snapshot(
     }
     let expected = u64::from_le_bytes(bytes[bytes.len() - 8..].try_into().expect("8 bytes"));
     let body = &bytes[HEADER_LEN..bytes.len() - 16];
-    let mut count = 0u64;
-    let mut failure = None;
-    let end = read_frames(body, |payload| {
-        if failure.is_some() {
-            return;
-        }
-        match record::decode(payload)
-            .map_err(|e| e.to_string())
-            .and_then(&mut *apply)
-        {
-            Ok(()) => count += 1,
-            Err(reason) => failure = Some(reason),
-        }
-    })
-    .expect("read_frames does not fail");
-    if let Some(reason) = failure {
-        return Err(corrupt(HEADER_LEN, reason));
-    }
+    let (count, end) =
+        apply_frames(body, apply).map_err(|bad| corrupt(HEADER_LEN + bad.offset, bad.reason))?;
     if let Some(damage) = end.damage {
         return Err(corrupt(HEADER_LEN + end.valid_len, damage.into()));
     }
@@ -464,28 +462,11 @@ fn replay_log(
     }
     check_header(&bytes, LOG_MAGIC, path)?;
     let body = &bytes[HEADER_LEN..];
-    let mut count = 0u64;
-    let mut failure = None;
-    let end = read_frames(body, |payload| {
-        if failure.is_some() {
-            return;
-        }
-        match record::decode(payload)
-            .map_err(|e| e.to_string())
-            .and_then(&mut *apply)
-        {
-            Ok(()) => count += 1,
-            Err(reason) => failure = Some(reason),
-        }
-    })
-    .expect("read_frames does not fail");
-    if let Some(reason) = failure {
-        return Err(OpenError::Corrupt {
-            file: path.to_owned(),
-            offset: HEADER_LEN as u64,
-            reason,
-        });
-    }
+    let (count, end) = apply_frames(body, apply).map_err(|bad| OpenError::Corrupt {
+        file: path.to_owned(),
+        offset: (HEADER_LEN + bad.offset) as u64,
+        reason: bad.reason,
+    })?;
     let torn = (body.len() - end.valid_len) as u64;
     if let Some(damage) = end.damage {
         if !newest {
@@ -549,7 +530,11 @@ mod tests {
     fn frames_round_trip() {
         let bytes = frames(&[b"one", b"", b"three"]);
         let mut seen = Vec::new();
-        let end = read_frames(&bytes, |p| seen.push(p.to_vec())).unwrap();
+        let end = read_frames(&bytes, |p| {
+            seen.push(p.to_vec());
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(seen, [b"one".to_vec(), vec![], b"three".to_vec()]);
         assert_eq!(
             end,
@@ -566,14 +551,18 @@ mod tests {
         let first_len = FRAME_HEADER_LEN + 5;
         for cut in first_len + 1..bytes.len() {
             let mut n = 0;
-            let end = read_frames(&bytes[..cut], |_| n += 1).unwrap();
+            let end = read_frames(&bytes[..cut], |_| {
+                n += 1;
+                Ok(())
+            })
+            .unwrap();
             assert_eq!(n, 1, "cut at {cut}");
             assert_eq!(end.valid_len, first_len);
             assert!(end.damage.is_some());
         }
         let mut flipped = bytes.clone();
         *flipped.last_mut().unwrap() ^= 1;
-        let end = read_frames(&flipped, |_| {}).unwrap();
+        let end = read_frames(&flipped, |_| Ok(())).unwrap();
         assert_eq!(end.valid_len, first_len);
         assert_eq!(end.damage, Some("checksum mismatch"));
     }
