@@ -174,6 +174,7 @@ macro_rules! __cases {
             stats::oldest_ready_age_is_the_wait_of_the_longest_waiting_ready_task,
             stats::oldest_ready_age_counts_ready_tasks_held_back_by_their_partition,
             stats::configure_replaces_the_config_and_keeps_the_tasks,
+            stats::ping_answers_an_open_broker_and_changes_nothing,
             partitions::tasks_sharing_a_partition_key_run_one_at_a_time_in_enqueue_order,
             partitions::failed_partition_head_blocks_its_key_while_retrying,
             partitions::delayed_partition_head_blocks_later_tasks_of_its_key,

@@ -447,4 +447,15 @@ pub trait Broker: Send + Sync + 'static {
         &self,
         selector: DeadSelector,
     ) -> impl Future<Output = Result<u64, BrokerError>> + Send;
+
+    /// Checks that the broker can serve calls now: `Ok` when it is open and its storage or
+    /// connection works, [`BrokerError::Unavailable`] otherwise. It changes nothing.
+    ///
+    /// This is what a readiness probe asks (the server's `/readyz`), so a broker should answer
+    /// it cheaply and without waiting on its own backlog. The default makes one
+    /// [`Broker::stats`] call, which is a real round trip for a remote broker but costs
+    /// O(queues); a broker that can tell more cheaply overrides it.
+    fn ping(&self) -> impl Future<Output = Result<(), BrokerError>> + Send {
+        async move { self.stats(None).await.map(|_| ()) }
+    }
 }

@@ -243,3 +243,16 @@ pub async fn configure_replaces_the_config_and_keeps_the_tasks<H: Harness>(h: &m
     assert_eq!(stats_now.counts.ready, 2);
     assert_eq!(stats_now.totals.enqueued, 2);
 }
+
+/// An open broker answers `ping` with `Ok`, empty or not, and the ping changes nothing.
+pub async fn ping_answers_an_open_broker_and_changes_nothing<H: Harness>(h: &mut H) {
+    h.broker().ping().await.expect("ping of a fresh broker");
+    let q = queue("pinged");
+    enqueue_one(h, &q, task("k")).await;
+    let before = super::snapshot(h).await;
+    h.broker()
+        .ping()
+        .await
+        .expect("ping of a broker holding a task");
+    assert_eq!(super::snapshot(h).await, before);
+}

@@ -1,0 +1,186 @@
+//! The producer against a real server: Retry-After honoured on a full queue, the circuit
+//! breaker opening on a dead server and closing when it is back, and no blind retry of a
+//! request whose outcome is unknown.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use floodway_client::{
+    BreakerConfig, BreakerState, ClientConfig, ClientError, Producer, ProducerConfig, ProducerEvent,
+};
+use floodway_core::{Broker, NewTask, QueueConfig, QueueName, ReserveRequest};
+use floodway_server::ServerConfig;
+use floodway_server::wire::ErrorCode;
+use tokio::sync::mpsc;
+
+use crate::support::{TestServer, broker};
+
+fn producer(
+    url: &str,
+    config: ProducerConfig,
+) -> (Producer, mpsc::UnboundedReceiver<ProducerEvent>) {
+    let (events, received) = mpsc::unbounded_channel();
+    let producer = Producer::new(ClientConfig::new(url), config)
+        .unwrap()
+        .with_observer(move |event| {
+            let _ = events.send(event.clone());
+        });
+    (producer, received)
+}
+
+#[tokio::test]
+async fn a_full_queue_is_retried_after_the_servers_hint_until_it_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(broker(&dir), ServerConfig::default()).await;
+    let queue = QueueName::new("narrow").unwrap();
+    let config = QueueConfig {
+        length_max: Some(1),
+        ..QueueConfig::default()
+    };
+    server.broker.configure(&queue, config).await.unwrap();
+    server
+        .broker
+        .enqueue(&queue, vec![NewTask::new("k", "1")])
+        .await
+        .unwrap();
+
+    let (producer, mut events) = producer(&server.url, ProducerConfig::default());
+    let sending = {
+        let queue = queue.clone();
+        tokio::spawn(async move { producer.enqueue_one(&queue, NewTask::new("k", "2")).await })
+    };
+    let ProducerEvent::Backoff { wait, error, .. } = events.recv().await.unwrap() else {
+        panic!("expected a backoff");
+    };
+    assert_eq!(error.code(), Some(ErrorCode::QueueFull));
+    assert!(
+        wait >= Duration::from_secs(1),
+        "the hint is honoured: {wait:?}"
+    );
+
+    // Make room: the waiting producer gets in on its next attempt.
+    let taken = server
+        .broker
+        .reserve(ReserveRequest::new(
+            queue.clone(),
+            1,
+            Duration::from_secs(30),
+        ))
+        .await
+        .unwrap();
+    server.broker.ack(&[taken[0].lease.as_ref()]).await.unwrap();
+    let enqueued = sending
+        .await
+        .unwrap()
+        .expect("enqueued once the queue drained");
+    assert!(!enqueued.duplicate);
+    let stats = &server.broker.stats(Some(&queue)).await.unwrap()[0];
+    assert_eq!(stats.totals.enqueued, 2);
+    assert!(stats.totals.rejected_full >= 1);
+}
+
+#[tokio::test]
+async fn the_breaker_opens_on_a_dead_server_fails_fast_and_closes_when_it_is_back() {
+    // A port with nothing listening: every connection is refused, so nothing is ever sent.
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let open_for = Duration::from_millis(300);
+    let config = ProducerConfig {
+        breaker: BreakerConfig {
+            failure_threshold: 3,
+            open_for,
+            half_open_probes: 1,
+            close_after: 1,
+        },
+        retry_base: Duration::from_millis(1),
+        retry_cap: Duration::from_millis(5),
+        deadline: Duration::from_millis(100),
+    };
+    let (producer, mut events) = producer(&format!("http://{address}"), config);
+    let queue = QueueName::new("q").unwrap();
+
+    let error = producer
+        .enqueue_one(&queue, NewTask::new("k", "1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClientError::BreakerOpen(_)), "{error:?}");
+    assert_eq!(producer.breaker_state(), BreakerState::Open);
+    let mut failures = 0;
+    while let Ok(event) = events.try_recv() {
+        match event {
+            ProducerEvent::Backoff { error, .. }
+                if !matches!(error, ClientError::BreakerOpen(_)) =>
+            {
+                assert!(error.changed_nothing(), "{error:?}");
+                failures += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(failures, 3, "three refused connections open the breaker");
+
+    // While open, calls fail at once without touching the network.
+    let error = producer
+        .enqueue_one(&queue, NewTask::new("k", "1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClientError::BreakerOpen(_)), "{error:?}");
+
+    // The server comes back; once the open period has passed, a probe closes the breaker.
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_on(address, broker(&dir), ServerConfig::default()).await;
+    tokio::time::sleep(open_for).await;
+    producer
+        .enqueue_one(&queue, NewTask::new("k", "1"))
+        .await
+        .expect("the probe goes through and succeeds");
+    assert_eq!(producer.breaker_state(), BreakerState::Closed);
+    assert_eq!(
+        server.broker.stats(Some(&queue)).await.unwrap()[0]
+            .totals
+            .enqueued,
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_is_retried_only_with_idempotency_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(broker(&dir), ServerConfig::default()).await;
+    // A broker that cannot serve: every call is a 503 whose outcome the producer cannot know.
+    server.broker.close().await;
+    let config = ProducerConfig {
+        breaker: BreakerConfig {
+            failure_threshold: 100,
+            ..BreakerConfig::default()
+        },
+        retry_base: Duration::from_millis(1),
+        retry_cap: Duration::from_millis(2),
+        deadline: Duration::from_millis(200),
+    };
+    let (producer, mut events) = producer(&server.url, config);
+    let queue = QueueName::new("q").unwrap();
+
+    let error = producer
+        .enqueue_one(&queue, NewTask::new("k", "1"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::Unavailable));
+    assert!(
+        events.try_recv().is_err(),
+        "no retry without an idempotency key"
+    );
+
+    let keyed = NewTask::new("k", "1").idempotency_key("order-7");
+    let error = producer.enqueue_one(&queue, keyed).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::Unavailable));
+    let retries = Arc::new(Mutex::new(0));
+    while let Ok(event) = events.try_recv() {
+        if matches!(event, ProducerEvent::Backoff { .. }) {
+            *retries.lock().unwrap() += 1;
+        }
+    }
+    assert!(*retries.lock().unwrap() >= 1, "a keyed enqueue is retried");
+}

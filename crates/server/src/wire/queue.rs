@@ -1,0 +1,507 @@
+//! Queues on the wire: configuration, statistics, and the selectors of dead-letter calls.
+
+use floodway_core::{QueueName, TaskId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::task::{DeadReason, RetryPolicy};
+use super::{
+    WireDuration, WireError, nullable_queue_name_schema, nullable_task_ids_schema,
+    queue_name_schema,
+};
+
+/// How a queue behaves. `PUT` replaces the whole configuration; missing fields take the
+/// defaults shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Most waiting tasks (scheduled, ready, retrying) the queue holds; `null` for no limit
+    /// below 100,000,000.
+    #[schema(minimum = 1, maximum = 100_000_000)]
+    pub length_max: Option<u64>,
+    /// What enqueue does when the queue is at `length_max`.
+    pub overflow: OverflowPolicy,
+    /// The retry policy of tasks that do not bring their own.
+    pub retry: RetryPolicy,
+    /// How long an idempotency key deduplicates enqueues after its first use (at most 30d).
+    pub idempotency_window: WireDuration,
+    /// How many completed (and cancelled) tasks the queue keeps for inspection.
+    #[schema(maximum = 1_000_000)]
+    pub completed_retain: u32,
+    /// How many dead letters the queue keeps.
+    #[schema(maximum = 10_000_000)]
+    pub dead_retain: u64,
+    /// Whether workers are kept from reserving. Enqueue works while paused.
+    pub paused: bool,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig::from_core(&floodway_core::QueueConfig::default())
+    }
+}
+
+impl QueueConfig {
+    /// The wire form of `config`.
+    pub fn from_core(config: &floodway_core::QueueConfig) -> Self {
+        let floodway_core::QueueConfig {
+            length_max,
+            overflow,
+            retry,
+            idempotency_window,
+            completed_retain,
+            dead_retain,
+            paused,
+        } = config;
+        QueueConfig {
+            length_max: *length_max,
+            overflow: (*overflow).into(),
+            retry: RetryPolicy::from_core(retry),
+            idempotency_window: (*idempotency_window).into(),
+            completed_retain: *completed_retain,
+            dead_retain: *dead_retain,
+            paused: *paused,
+        }
+    }
+
+    /// The core configuration; the broker validates it.
+    pub fn into_core(self) -> floodway_core::QueueConfig {
+        let QueueConfig {
+            length_max,
+            overflow,
+            retry,
+            idempotency_window,
+            completed_retain,
+            dead_retain,
+            paused,
+        } = self;
+        floodway_core::QueueConfig {
+            length_max,
+            overflow: overflow.into(),
+            retry: retry.into_core(),
+            idempotency_window: idempotency_window.into(),
+            completed_retain,
+            dead_retain,
+            paused,
+        }
+    }
+}
+
+/// What enqueue does when a queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OverflowPolicy {
+    /// Refuse the batch with 429 `queue_full` (backpressure to the producer).
+    Reject,
+    /// Accept it and dead-letter the oldest waiting tasks (reason `overflow`).
+    DeadLetterOldest,
+}
+
+impl From<floodway_core::OverflowPolicy> for OverflowPolicy {
+    fn from(policy: floodway_core::OverflowPolicy) -> Self {
+        match policy {
+            floodway_core::OverflowPolicy::Reject => OverflowPolicy::Reject,
+            floodway_core::OverflowPolicy::DeadLetterOldest => OverflowPolicy::DeadLetterOldest,
+        }
+    }
+}
+
+impl From<OverflowPolicy> for floodway_core::OverflowPolicy {
+    fn from(policy: OverflowPolicy) -> Self {
+        match policy {
+            OverflowPolicy::Reject => floodway_core::OverflowPolicy::Reject,
+            OverflowPolicy::DeadLetterOldest => floodway_core::OverflowPolicy::DeadLetterOldest,
+        }
+    }
+}
+
+/// One queue: its configuration, tasks per state and running totals.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueStats {
+    /// The queue.
+    #[schema(schema_with = queue_name_schema)]
+    pub queue: QueueName,
+    /// Its configuration.
+    pub config: QueueConfig,
+    /// Tasks in each state now.
+    pub counts: StateCounts,
+    /// Running totals since the queue was created.
+    pub totals: QueueTotals,
+    /// How long the ready task that became ready first has waited; `null` when none is ready.
+    pub oldest_ready_age: Option<WireDuration>,
+}
+
+impl QueueStats {
+    /// The wire form of `stats`.
+    pub fn from_core(stats: &floodway_core::QueueStats) -> Self {
+        let floodway_core::QueueStats {
+            queue,
+            config,
+            counts,
+            totals,
+            oldest_ready_age,
+        } = stats;
+        QueueStats {
+            queue: queue.clone(),
+            config: QueueConfig::from_core(config),
+            counts: StateCounts::from_core(counts),
+            totals: QueueTotals::from_core(totals),
+            oldest_ready_age: oldest_ready_age.map(Into::into),
+        }
+    }
+
+    /// The core statistics.
+    pub fn into_core(self) -> floodway_core::QueueStats {
+        let QueueStats {
+            queue,
+            config,
+            counts,
+            totals,
+            oldest_ready_age,
+        } = self;
+        floodway_core::QueueStats {
+            queue,
+            config: config.into_core(),
+            counts: counts.into_core(),
+            totals: totals.into_core(),
+            oldest_ready_age: oldest_ready_age.map(Into::into),
+        }
+    }
+}
+
+/// Every queue the caller may see.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueList {
+    /// The queues, by name.
+    pub queues: Vec<QueueStats>,
+}
+
+/// Tasks per state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateCounts {
+    /// Waiting for their run-at time.
+    pub scheduled: u64,
+    /// Waiting for a worker.
+    pub ready: u64,
+    /// Leased to workers.
+    pub active: u64,
+    /// Waiting out a retry backoff.
+    pub retrying: u64,
+    /// Completed and still retained.
+    pub completed: u64,
+    /// Dead letters retained.
+    pub dead: u64,
+    /// Cancelled and still retained.
+    pub cancelled: u64,
+}
+
+impl StateCounts {
+    fn from_core(counts: &floodway_core::StateCounts) -> Self {
+        let floodway_core::StateCounts {
+            scheduled,
+            ready,
+            active,
+            retrying,
+            completed,
+            dead,
+            cancelled,
+        } = *counts;
+        StateCounts {
+            scheduled,
+            ready,
+            active,
+            retrying,
+            completed,
+            dead,
+            cancelled,
+        }
+    }
+
+    fn into_core(self) -> floodway_core::StateCounts {
+        let StateCounts {
+            scheduled,
+            ready,
+            active,
+            retrying,
+            completed,
+            dead,
+            cancelled,
+        } = self;
+        floodway_core::StateCounts {
+            scheduled,
+            ready,
+            active,
+            retrying,
+            completed,
+            dead,
+            cancelled,
+        }
+    }
+}
+
+/// Running totals of what happened in a queue; they only grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueTotals {
+    /// Tasks accepted by enqueue (duplicates excluded).
+    pub enqueued: u64,
+    /// Enqueued tasks answered with an existing id (idempotency key).
+    pub deduplicated: u64,
+    /// Enqueue calls refused because the queue was full.
+    pub rejected_full: u64,
+    /// Reservations handed out.
+    pub reserved: u64,
+    /// Tasks completed.
+    pub completed: u64,
+    /// Failed attempts scheduled for retry.
+    pub retried: u64,
+    /// Tasks given back unrun.
+    pub released: u64,
+    /// Leases that expired before their holder finished.
+    pub leases_expired: u64,
+    /// Tasks moved to the dead letters, per reason.
+    pub dead: DeadCounts,
+    /// Dead letters deleted because the queue held `dead_retain` already.
+    pub dead_dropped: u64,
+    /// Dead letters replayed.
+    pub replayed: u64,
+    /// Tasks cancelled.
+    pub cancelled: u64,
+    /// Lease operations refused for a stale or expired lease.
+    pub stale_refused: u64,
+}
+
+impl QueueTotals {
+    fn from_core(totals: &floodway_core::QueueTotals) -> Self {
+        let floodway_core::QueueTotals {
+            enqueued,
+            deduplicated,
+            rejected_full,
+            reserved,
+            completed,
+            retried,
+            released,
+            leases_expired,
+            dead,
+            dead_dropped,
+            replayed,
+            cancelled,
+            stale_refused,
+        } = *totals;
+        QueueTotals {
+            enqueued,
+            deduplicated,
+            rejected_full,
+            reserved,
+            completed,
+            retried,
+            released,
+            leases_expired,
+            dead: DeadCounts::from_core(&dead),
+            dead_dropped,
+            replayed,
+            cancelled,
+            stale_refused,
+        }
+    }
+
+    fn into_core(self) -> floodway_core::QueueTotals {
+        let QueueTotals {
+            enqueued,
+            deduplicated,
+            rejected_full,
+            reserved,
+            completed,
+            retried,
+            released,
+            leases_expired,
+            dead,
+            dead_dropped,
+            replayed,
+            cancelled,
+            stale_refused,
+        } = self;
+        floodway_core::QueueTotals {
+            enqueued,
+            deduplicated,
+            rejected_full,
+            reserved,
+            completed,
+            retried,
+            released,
+            leases_expired,
+            dead: dead.into_core(),
+            dead_dropped,
+            replayed,
+            cancelled,
+            stale_refused,
+        }
+    }
+}
+
+/// A count per dead-letter reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeadCounts {
+    /// Dead after the last allowed attempt.
+    pub max_attempts: u64,
+    /// Dead because their time to live passed.
+    pub expired: u64,
+    /// Dead because the queue overflowed.
+    pub overflow: u64,
+    /// Dead because the handler failed them permanently.
+    pub permanent_failure: u64,
+}
+
+impl DeadCounts {
+    fn from_core(counts: &floodway_core::DeadCounts) -> Self {
+        let floodway_core::DeadCounts {
+            max_attempts,
+            expired,
+            overflow,
+            permanent_failure,
+        } = *counts;
+        DeadCounts {
+            max_attempts,
+            expired,
+            overflow,
+            permanent_failure,
+        }
+    }
+
+    fn into_core(self) -> floodway_core::DeadCounts {
+        let DeadCounts {
+            max_attempts,
+            expired,
+            overflow,
+            permanent_failure,
+        } = self;
+        floodway_core::DeadCounts {
+            max_attempts,
+            expired,
+            overflow,
+            permanent_failure,
+        }
+    }
+}
+
+/// Which dead letters a replay or purge acts on: the tasks named by `ids`, or up to `limit`
+/// of the oldest matching `queue` and `reason` (each optional).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeadSelector {
+    /// These tasks; ids that are not dead letters are skipped. Exclusive with the other
+    /// fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = nullable_task_ids_schema)]
+    pub ids: Option<Vec<TaskId>>,
+    /// Only this queue's dead letters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = nullable_queue_name_schema)]
+    pub queue: Option<QueueName>,
+    /// Only those with this reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<DeadReason>,
+    /// Most to act on, 1 to 1,000; 100 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+}
+
+/// How many a selector without `ids` acts on when it gives no `limit`.
+pub const DEAD_SELECTOR_LIMIT_DEFAULT: usize = 100;
+
+impl DeadSelector {
+    /// The core selector; the broker checks its size.
+    pub fn into_core(self) -> Result<floodway_core::DeadSelector, WireError> {
+        match self {
+            DeadSelector {
+                ids: Some(ids),
+                queue: None,
+                reason: None,
+                limit: None,
+            } => Ok(floodway_core::DeadSelector::Ids(ids)),
+            DeadSelector { ids: Some(_), .. } => Err(WireError::new(
+                "ids",
+                "give ids, or queue/reason/limit, not both",
+            )),
+            DeadSelector {
+                ids: None,
+                queue,
+                reason,
+                limit,
+            } => Ok(floodway_core::DeadSelector::Matching {
+                queue,
+                reason: reason.map(Into::into),
+                limit: limit.unwrap_or(DEAD_SELECTOR_LIMIT_DEFAULT),
+            }),
+        }
+    }
+
+    /// The wire form of `selector`.
+    pub fn from_core(selector: &floodway_core::DeadSelector) -> Self {
+        match selector {
+            floodway_core::DeadSelector::Ids(ids) => DeadSelector {
+                ids: Some(ids.clone()),
+                ..DeadSelector::default()
+            },
+            floodway_core::DeadSelector::Matching {
+                queue,
+                reason,
+                limit,
+            } => DeadSelector {
+                ids: None,
+                queue: queue.clone(),
+                reason: reason.map(Into::into),
+                limit: Some(*limit),
+            },
+        }
+    }
+}
+
+/// How many tasks a call acted on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CountResponse {
+    /// How many tasks moved, or were deleted.
+    pub count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_partial_config_fills_in_the_defaults() {
+        let config: QueueConfig =
+            serde_json::from_str(r#"{"length_max": 10, "idempotency_window": "5m"}"#).unwrap();
+        let core = config.into_core();
+        assert_eq!(core.length_max, Some(10));
+        assert_eq!(core.idempotency_window, Duration::from_secs(300));
+        assert_eq!(core.retry, floodway_core::RetryPolicy::default());
+    }
+
+    #[test]
+    fn selectors_are_ids_or_conditions() {
+        let ids: DeadSelector = serde_json::from_str(r#"{"ids": []}"#).unwrap();
+        assert_eq!(
+            ids.into_core().unwrap(),
+            floodway_core::DeadSelector::Ids(vec![])
+        );
+        let both: DeadSelector = serde_json::from_str(r#"{"ids": [], "limit": 3}"#).unwrap();
+        assert_eq!(both.into_core().unwrap_err().field, "ids");
+        let matching: DeadSelector = serde_json::from_str(r#"{"reason": "expired"}"#).unwrap();
+        assert_eq!(
+            matching.into_core().unwrap(),
+            floodway_core::DeadSelector::Matching {
+                queue: None,
+                reason: Some(floodway_core::DeadReason::Expired),
+                limit: DEAD_SELECTOR_LIMIT_DEFAULT
+            }
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests of the HTTP API: one binary, one module per area. Every test runs the
+//! real server (router, listener, limits) on a loopback port over a real embedded broker, and
+//! talks to it with a real HTTP client, the way a service in any language would.
+
+mod api;
+mod auth;
+mod errors;
+mod limits;
+mod openapi;
+mod support;
+mod tls;
