@@ -1,0 +1,60 @@
+//! The Lua scripts, one per operation, each with `lua/common.lua` in front. Every change of a
+//! task runs inside one of them, so it is atomic: Redis runs a script to the end before any
+//! other command. `redis::Script` sends `EVALSHA` and loads the script on `NOSCRIPT` (after a
+//! restart, on a new Cluster node).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+macro_rules! shard_script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("lua/common.lua"),
+            include_str!(concat!("lua/", $file))
+        ))
+    };
+}
+
+/// Every script, compiled (hashed) once.
+pub(crate) struct Scripts {
+    pub create: Script,
+    pub enqueue: Script,
+    pub reserve: Script,
+    pub ack: Script,
+    pub fail: Script,
+    pub extend: Script,
+    pub release: Script,
+    pub cancel: Script,
+    pub replay: Script,
+    pub purge: Script,
+    pub dead: Script,
+    pub list: Script,
+    pub stats: Script,
+    pub configure: Script,
+    pub pause: Script,
+    pub housekeeping: Script,
+    pub get: Script,
+    pub registry: Script,
+}
+
+pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    create: shard_script!("create.lua"),
+    enqueue: shard_script!("enqueue.lua"),
+    reserve: shard_script!("reserve.lua"),
+    ack: shard_script!("ack.lua"),
+    fail: shard_script!("fail.lua"),
+    extend: shard_script!("extend.lua"),
+    release: shard_script!("release.lua"),
+    cancel: shard_script!("cancel.lua"),
+    replay: shard_script!("replay.lua"),
+    purge: shard_script!("purge.lua"),
+    dead: shard_script!("dead.lua"),
+    list: shard_script!("list.lua"),
+    stats: shard_script!("stats.lua"),
+    configure: shard_script!("configure.lua"),
+    pause: shard_script!("pause.lua"),
+    housekeeping: shard_script!("housekeeping.lua"),
+    get: shard_script!("get.lua"),
+    registry: Script::new(include_str!("lua/registry.lua")),
+});
