@@ -14,6 +14,10 @@
 //!   (default 2,000/s for 10 s, open loop); enqueue-to-handler-start latency percentiles.
 //! - W4 depth: W1's drain with `--depth` tasks (default 1,000,000) already waiting in another
 //!   queue of the same broker, and its ratio to W1's drain measured in the same invocation.
+//!
+//! With `--server URL`, W1 and W2 run through a `floodway serve` over HTTP instead (module
+//! `http`). With `--broker URL`, every workload runs on the Redis broker at that URL instead
+//! of a temporary embedded broker (module `redis`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +29,9 @@ use floodway_core::{Broker, NewTask, QueueName, limits};
 use floodway_embedded::{Durability, EmbeddedBroker, Options};
 use floodway_worker::{Outcome, TaskContext, Worker, WorkerHandle};
 use serde::Serialize;
+
+mod http;
+mod redis;
 
 /// Options of `floodway bench`.
 #[derive(Debug, Args)]
@@ -65,6 +72,10 @@ pub(crate) struct BenchArgs {
     /// Longest a single run may take before the benchmark gives up.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    remote: http::RemoteArgs,
+    #[command(flatten)]
+    broker: redis::BrokerArgs,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -125,11 +136,23 @@ struct Run {
 
 /// Runs the benchmark and prints its reports (one JSON object per line with `json`).
 pub(crate) async fn run(args: BenchArgs, durability: Durability, json: bool) -> anyhow::Result<()> {
+    if let Some(server) = args.remote.server.clone() {
+        return http::run(&args, &server, json).await;
+    }
     let workloads = match args.workload {
         Workload::All => vec![Workload::W1, Workload::W2, Workload::W3, Workload::W4],
         one => vec![one],
     };
-    let bench = Bench { args, durability };
+    let (backend, durability_label) = match &args.broker.url {
+        Some(url) => ("redis", redis::persistence(url).await?),
+        None => ("embedded", durability.to_string()),
+    };
+    let bench = Bench {
+        args,
+        durability,
+        backend,
+        durability_label,
+    };
     let mut reports: Vec<Report> = Vec::new();
     let mut w1_drain: Option<f64> = None;
     for workload in workloads {
@@ -159,6 +182,10 @@ pub(crate) async fn run(args: BenchArgs, durability: Durability, json: bool) -> 
 struct Bench {
     args: BenchArgs,
     durability: Durability,
+    /// `embedded` or `redis`.
+    backend: &'static str,
+    /// The embedded durability, or the Redis server's persistence.
+    durability_label: String,
 }
 
 impl Bench {
@@ -195,8 +222,8 @@ impl Bench {
                 Workload::W3 => "W3",
                 Workload::W4 | Workload::All => "W4",
             },
-            backend: "embedded",
-            durability: self.durability.to_string(),
+            backend: self.backend,
+            durability: self.durability_label.clone(),
             runs: args.runs,
             tasks: match workload {
                 Workload::W3 => args.rate * args.duration.as_secs().max(1),
@@ -227,6 +254,9 @@ impl Bench {
     }
 
     async fn run_once(&self, workload: Workload) -> anyhow::Result<Run> {
+        if let Some(url) = &self.args.broker.url {
+            return redis::run_once(self, workload, url).await;
+        }
         let base = self.args.dir.clone().unwrap_or_else(std::env::temp_dir);
         let dir = tempfile::Builder::new()
             .prefix("floodway-bench-")
@@ -251,7 +281,7 @@ impl Bench {
     }
 
     /// W1 (depth 0) and W4: enqueue everything, then drain it.
-    async fn drain(&self, broker: &Arc<EmbeddedBroker>, depth: u64) -> anyhow::Result<Run> {
+    async fn drain<B: Broker>(&self, broker: &Arc<B>, depth: u64) -> anyhow::Result<Run> {
         if depth > 0 {
             let started = Instant::now();
             let waiting = queue("bench-depth");
@@ -296,7 +326,7 @@ impl Bench {
     }
 
     /// W2: producers and the worker at the same time.
-    async fn concurrent(&self, broker: &Arc<EmbeddedBroker>) -> anyhow::Result<Run> {
+    async fn concurrent<B: Broker>(&self, broker: &Arc<B>) -> anyhow::Result<Run> {
         let queue = queue("bench");
         let (worker, handle) = self.worker(broker, &queue, None)?;
         let running = tokio::spawn(worker.run(std::future::pending()));
@@ -321,7 +351,7 @@ impl Bench {
     }
 
     /// W3: a fixed arrival rate with the worker waiting; latency from enqueue to handler start.
-    async fn latency(&self, broker: &Arc<EmbeddedBroker>) -> anyhow::Result<Run> {
+    async fn latency<B: Broker>(&self, broker: &Arc<B>) -> anyhow::Result<Run> {
         let queue = queue("bench");
         let total = self.args.rate * self.args.duration.as_secs().max(1);
         let latencies = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
@@ -371,12 +401,12 @@ impl Bench {
 
     /// A worker on `queue` with a no-op handler; with `latencies`, the handler records each
     /// task's enqueue-to-start latency in microseconds.
-    fn worker(
+    fn worker<B: Broker>(
         &self,
-        broker: &Arc<EmbeddedBroker>,
+        broker: &Arc<B>,
         queue: &QueueName,
         latencies: Option<Arc<Mutex<Vec<u64>>>>,
-    ) -> anyhow::Result<(Worker<EmbeddedBroker>, WorkerHandle)> {
+    ) -> anyhow::Result<(Worker<B>, WorkerHandle)> {
         let builder = Worker::builder(broker.clone())
             .name("bench")
             .queue(queue.as_str(), self.args.concurrency as usize)
@@ -425,8 +455,8 @@ fn queue(name: &str) -> QueueName {
 
 /// Enqueues `total` tasks into `queue` from `producers` concurrent producers in `batch`-sized
 /// calls.
-async fn enqueue_all(
-    broker: &Arc<EmbeddedBroker>,
+async fn enqueue_all<B: Broker>(
+    broker: &Arc<B>,
     queue: &QueueName,
     total: u64,
     batch: usize,
@@ -469,8 +499,8 @@ async fn wait_completed(handle: &WorkerHandle, total: u64) -> anyhow::Result<()>
 
 /// Fails the run unless the broker agrees that exactly `total` tasks completed and nothing is
 /// left: a benchmark that loses or repeats tasks measures nothing.
-async fn check_drained(
-    broker: &EmbeddedBroker,
+async fn check_drained<B: Broker>(
+    broker: &Arc<B>,
     queue: &QueueName,
     total: u64,
 ) -> anyhow::Result<()> {
@@ -534,8 +564,8 @@ fn print_table(reports: &[Report]) {
     println!("{table}");
     if let Some(r) = reports.first() {
         println!(
-            "embedded broker, durability {}, {} runs each; {} producers, worker concurrency {}, reserve batch {}",
-            r.durability, r.runs, r.producers, r.concurrency, r.reserve_batch
+            "{} broker, durability {}, {} runs each; {} producers, worker concurrency {}, reserve batch {}",
+            r.backend, r.durability, r.runs, r.producers, r.concurrency, r.reserve_batch
         );
     }
 }

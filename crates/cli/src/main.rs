@@ -1,5 +1,6 @@
 //! `floodway`: the command-line tool. It enqueues tasks, inspects and administers the queues of
-//! a data directory (the embedded broker), and runs the order-processing demo.
+//! a data directory (the embedded broker), and runs the order-processing demo. `serve` puts the
+//! HTTP API in front of a broker, and `worker --server URL` works tasks from such a server.
 //!
 //! Each subcommand lives in a module of its own with an `Args` struct (its flags) and an
 //! `async fn run(&Global, Args) -> anyhow::Result<()>`; this file only parses the command line,
@@ -28,9 +29,12 @@ mod exit;
 mod logging;
 mod output;
 mod queue;
+mod serve;
 mod stats;
 mod tasks;
+mod token;
 mod view;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -117,6 +121,12 @@ enum Command {
     Demo(demo::Args),
     /// Run the standard benchmark workloads (W1-W4) on a temporary embedded broker.
     Bench(bench::BenchArgs),
+    /// Serve the HTTP API over the broker (the embedded broker in --data by default).
+    Serve(serve::Args),
+    /// Run a worker against a floodway server (--server URL): print, noop or exec each task.
+    Worker(worker::Args),
+    /// Make a bearer token for `floodway serve` and print its configuration entry.
+    Token(token::Args),
 }
 
 /// Runs one subcommand.
@@ -131,6 +141,9 @@ async fn dispatch(global: &Global, command: Command) -> anyhow::Result<()> {
         Command::Configure(args) => queue::configure(global, args).await,
         Command::Demo(args) => demo::run(global, args).await,
         Command::Bench(args) => bench::run(args, global.durability, global.json).await,
+        Command::Serve(args) => serve::run(global, args).await,
+        Command::Worker(args) => worker::run(args).await,
+        Command::Token(args) => token::run(global.json, args).await,
     }
 }
 

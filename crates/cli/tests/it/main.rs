@@ -8,6 +8,11 @@ mod admin;
 mod bad_input;
 mod crash;
 mod demo;
+mod python_worker;
+mod secrets;
+mod serve;
+mod serve_redis;
+mod serving;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
