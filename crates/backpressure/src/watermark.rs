@@ -6,6 +6,8 @@ use crate::error::InvalidConfig;
 /// A queue's watermarks: enqueue is refused once the depth would exceed `high`, and accepted
 /// again once it is at or below `low`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct Watermarks {
     /// Above this depth, enqueues are refused.
     pub high: u64,

@@ -11,9 +11,9 @@
 //! whenever the process dies: the crash test relies on exactly that. A bad line stops the
 //! stream with exit code 2 after the lines before it were enqueued.
 //!
-//! A full queue (`QueueFull`, backpressure) ends the command with exit code 1 instead of
-//! waiting: this process holds the data directory, so no worker can drain the queue while it
-//! waits.
+//! A full or overloaded queue (`QueueFull`, `Overloaded`: backpressure) ends the command with
+//! exit code 1 instead of waiting: this process holds the data directory, so no worker can
+//! drain the queue while it waits.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -43,7 +43,8 @@ const LINES_AHEAD_MAX: usize = limits::BATCH_SIZE_MAX;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "With --from, each line is a JSON object:\n  \
   {\"kind\": \"send_email\", \"payload\": {...}, \"priority\": 5, \"delay\": \"30s\", \"ttl\": \"1h\",\n   \
-  \"max_attempts\": 3, \"idempotency_key\": \"...\", \"partition_key\": \"...\", \"headers\": {\"name\": \"value\"}}\n\
+  \"max_attempts\": 3, \"idempotency_key\": \"...\", \"partition_key\": \"...\", \"limit_key\": \"...\",\n   \
+  \"headers\": {\"name\": \"value\"}}\n\
 only kind is required; the flags above give defaults for the other fields. Each acknowledged\n\
 id is printed on its own line as soon as it is durable (with --json, one JSON object per line:\n\
 {\"line\", \"id\", \"duplicate\"}); a summary goes to stderr.")]
@@ -79,6 +80,10 @@ pub(crate) struct Args {
     /// Tasks sharing a partition key run one at a time, in enqueue order.
     #[arg(long)]
     partition_key: Option<String>,
+    /// The key the queue's per-key limits (configure --key-rate-limit,
+    /// --key-concurrency-max) count the task under: a tenant, a downstream host.
+    #[arg(long)]
+    limit_key: Option<String>,
     /// A header, as name=value; repeat for more.
     #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_header)]
     headers: Vec<(String, String)>,
@@ -93,6 +98,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         ttl: args.ttl,
         max_attempts: args.max_attempts,
         partition_key: args.partition_key.clone(),
+        limit_key: args.limit_key.clone(),
         headers: args.headers.iter().cloned().collect(),
     };
     match (&args.from, args.kind) {
@@ -141,6 +147,7 @@ struct Defaults {
     ttl: Option<Duration>,
     max_attempts: Option<u32>,
     partition_key: Option<String>,
+    limit_key: Option<String>,
     headers: BTreeMap<String, String>,
 }
 
@@ -151,6 +158,7 @@ impl Defaults {
         task.delay = task.delay.or(self.delay);
         task.ttl = task.ttl.or(self.ttl);
         task.partition_key = task.partition_key.or_else(|| self.partition_key.clone());
+        task.limit_key = task.limit_key.or_else(|| self.limit_key.clone());
         for (name, value) in &self.headers {
             task.headers
                 .entry(name.clone())
@@ -245,6 +253,8 @@ struct Line {
     #[serde(default)]
     partition_key: Option<String>,
     #[serde(default)]
+    limit_key: Option<String>,
+    #[serde(default)]
     headers: BTreeMap<String, String>,
 }
 
@@ -268,6 +278,7 @@ impl Line {
         task.max_attempts = self.max_attempts;
         task.idempotency_key = self.idempotency_key;
         task.partition_key = self.partition_key;
+        task.limit_key = self.limit_key;
         task.headers = self.headers;
         defaults.apply(task)
     }
@@ -509,6 +520,7 @@ mod tests {
         let defaults = Defaults {
             priority: Some(7),
             partition_key: Some("p".into()),
+            limit_key: Some("tenant-1".into()),
             headers: [("a".to_owned(), "1".to_owned())].into(),
             ..Defaults::default()
         };
@@ -521,7 +533,10 @@ mod tests {
         assert_eq!(task.priority, 7);
         assert_eq!(task.delay, Some(Duration::from_secs(30)));
         assert_eq!(task.partition_key.as_deref(), Some("p"));
+        assert_eq!(task.limit_key.as_deref(), Some("tenant-1"));
         assert_eq!(task.headers["a"], "2");
+        let own = parse_line(br#"{"kind":"k","limit_key":"tenant-2"}"#, &defaults).unwrap();
+        assert_eq!(own.limit_key.as_deref(), Some("tenant-2"));
         let task = parse_line(br#"{"kind":"k","payload":null}"#, &Defaults::default()).unwrap();
         assert_eq!(task.payload, b"null");
         let task = parse_line(br#"{"kind":"k"}"#, &Defaults::default()).unwrap();

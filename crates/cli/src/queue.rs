@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use floodway_core::{Broker, BrokerError, OverflowPolicy, QueueConfig, QueueName, duration};
+use floodway_core::{
+    Broker, BrokerError, OverflowPolicy, QueueConfig, QueueName, RateLimit, Watermarks, duration,
+};
 
 use crate::data::{Access, Global};
 use crate::output;
@@ -62,30 +64,118 @@ pub(crate) enum Overflow {
     DeadLetterOldest,
 }
 
-/// A length limit, or none.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum LengthMax {
-    Limit(u64),
-    Unlimited,
+/// A setting given on the command line: a value, or `none` to remove the setting (no limit).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum OrNone<T> {
+    /// Set the setting to this value.
+    Value(T),
+    /// Remove the setting.
+    None,
 }
 
-fn parse_length_max(text: &str) -> Result<LengthMax, String> {
-    if text == "none" {
-        return Ok(LengthMax::Unlimited);
+impl<T> OrNone<T> {
+    /// The configuration's `Option` for this setting.
+    fn into_option(self) -> Option<T> {
+        match self {
+            OrNone::Value(value) => Some(value),
+            OrNone::None => None,
+        }
     }
+}
+
+/// A value parser that takes `none` as well as what `parse` takes.
+fn or_none<T: 'static>(
+    parse: fn(&str) -> Result<T, String>,
+) -> impl Fn(&str) -> Result<OrNone<T>, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        if text == "none" {
+            Ok(OrNone::None)
+        } else {
+            parse(text).map(OrNone::Value)
+        }
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
     text.parse()
-        .map(LengthMax::Limit)
         .map_err(|_| format!("{text:?} is neither a number nor \"none\""))
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    duration::parse(text).map_err(|error| error.to_string())
+}
+
+/// Parses a rate limit, `RATE[:BURST]`: RATE is a number of reservations per second, or per
+/// minute or hour with `/m` or `/h` (`500/s`, `30/m`, `0.5`), and BURST how many may go at
+/// once after a quiet spell, by default one second's worth (at least 1).
+fn parse_rate_limit(text: &str) -> Result<RateLimit, String> {
+    let bad = |why: &str| {
+        format!("{text:?} is not a rate limit RATE[:BURST] such as 500/s or 500/s:50: {why}")
+    };
+    let (rate, burst) = match text.split_once(':') {
+        Some((rate, burst)) => (rate, Some(burst)),
+        None => (text, None),
+    };
+    let (number, per) = match rate.split_once('/') {
+        Some((number, "s")) => (number, 1.0),
+        Some((number, "m")) => (number, 60.0),
+        Some((number, "h")) => (number, 3600.0),
+        Some(_) => return Err(bad("the unit is /s, /m or /h")),
+        None => (rate, 1.0),
+    };
+    let number: f64 = number
+        .parse()
+        .map_err(|_| bad("the rate is not a number"))?;
+    if !(number.is_finite() && number > 0.0) {
+        return Err(bad("the rate must be positive"));
+    }
+    let rate = number / per;
+    let burst = match burst {
+        Some(burst) => burst
+            .parse()
+            .map_err(|_| bad("the burst is not a whole number"))?,
+        // One second's worth; the cast saturates, and validation caps it.
+        None => (rate.ceil() as u32).max(1),
+    };
+    Ok(RateLimit { rate, burst })
+}
+
+/// Parses watermarks, `HIGH:LOW`.
+fn parse_watermarks(text: &str) -> Result<Watermarks, String> {
+    let bad = || format!("{text:?} is not watermarks HIGH:LOW such as 10000:5000");
+    let (high, low) = text.split_once(':').ok_or_else(bad)?;
+    Ok(Watermarks {
+        high: high.parse().map_err(|_| bad())?,
+        low: low.parse().map_err(|_| bad())?,
+    })
+}
+
+/// A rate limit for people: `500/s (burst 50)`.
+pub(crate) fn format_rate_limit(limit: &RateLimit) -> String {
+    format!("{}/s (burst {})", limit.rate, limit.burst)
+}
+
+/// Watermarks for people: `high 10000, low 5000`.
+pub(crate) fn format_watermarks(marks: &Watermarks) -> String {
+    format!("high {}, low {}", marks.high, marks.low)
 }
 
 /// `floodway configure`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Backpressure:\n  \
+  --rate-limit 500/s:50     at most 500 reservations a second from the queue, 50 at once\n  \
+  --key-rate-limit 10/s     the same per limit key (floodway enqueue --limit-key)\n  \
+  --concurrency-max 64      at most 64 tasks of the queue leased at once\n  \
+  --key-concurrency-max 4   at most 4 per limit key\n  \
+  --watermarks 10000:5000   refuse enqueues above 10,000 waiting until back at 5,000\n  \
+  --ttl 1h                  dead-letter tasks still waiting an hour after enqueue\n\
+Each also takes none, which removes the setting.")]
 pub(crate) struct ConfigureArgs {
     /// The queue; created with these settings if it does not exist.
     queue: String,
     /// Most waiting tasks (scheduled, ready, retrying), or none for no limit.
-    #[arg(long, value_name = "N|none", value_parser = parse_length_max)]
-    length_max: Option<LengthMax>,
+    #[arg(long, value_name = "N|none", value_parser = or_none(parse_number::<u64>))]
+    length_max: Option<OrNone<u64>>,
     /// What enqueue does when the queue is full.
     #[arg(long, value_enum)]
     overflow: Option<Overflow>,
@@ -107,6 +197,27 @@ pub(crate) struct ConfigureArgs {
     /// Dead letters kept.
     #[arg(long)]
     dead_retain: Option<u64>,
+    /// Reservations from the queue per second over all workers, with a burst: 500/s, 30/m,
+    /// 500/s:50 (burst 50; by default one second's worth), or none.
+    #[arg(long, value_name = "RATE[:BURST]|none", value_parser = or_none(parse_rate_limit))]
+    rate_limit: Option<OrNone<RateLimit>>,
+    /// The same per limit key (each task's --limit-key), each key with its own budget.
+    #[arg(long, value_name = "RATE[:BURST]|none", value_parser = or_none(parse_rate_limit))]
+    key_rate_limit: Option<OrNone<RateLimit>>,
+    /// Most tasks of the queue leased at once over all workers, or none.
+    #[arg(long, value_name = "N|none", value_parser = or_none(parse_number::<u32>))]
+    concurrency_max: Option<OrNone<u32>>,
+    /// Most tasks sharing one limit key leased at once, or none.
+    #[arg(long, value_name = "N|none", value_parser = or_none(parse_number::<u32>))]
+    key_concurrency_max: Option<OrNone<u32>>,
+    /// Refuse enqueues once more than HIGH tasks wait, until no more than LOW do (LOW below
+    /// HIGH), or none.
+    #[arg(long, value_name = "HIGH:LOW|none", value_parser = or_none(parse_watermarks))]
+    watermarks: Option<OrNone<Watermarks>>,
+    /// Dead-letter tasks enqueued without a TTL of their own if they still wait this long,
+    /// e.g. 1h, or none.
+    #[arg(long, value_name = "DURATION|none", value_parser = or_none(parse_duration))]
+    ttl: Option<OrNone<Duration>>,
 }
 
 impl ConfigureArgs {
@@ -119,15 +230,18 @@ impl ConfigureArgs {
             || self.idempotency_window.is_some()
             || self.completed_retain.is_some()
             || self.dead_retain.is_some()
+            || self.rate_limit.is_some()
+            || self.key_rate_limit.is_some()
+            || self.concurrency_max.is_some()
+            || self.key_concurrency_max.is_some()
+            || self.watermarks.is_some()
+            || self.ttl.is_some()
     }
 
     /// `config` with the given fields changed.
     fn apply(&self, mut config: QueueConfig) -> QueueConfig {
         if let Some(length_max) = self.length_max {
-            config.length_max = match length_max {
-                LengthMax::Limit(n) => Some(n),
-                LengthMax::Unlimited => None,
-            };
+            config.length_max = length_max.into_option();
         }
         if let Some(overflow) = self.overflow {
             config.overflow = match overflow {
@@ -152,6 +266,24 @@ impl ConfigureArgs {
         }
         if let Some(n) = self.dead_retain {
             config.dead_retain = n;
+        }
+        if let Some(limit) = self.rate_limit {
+            config.rate_limit = limit.into_option();
+        }
+        if let Some(limit) = self.key_rate_limit {
+            config.key_rate_limit = limit.into_option();
+        }
+        if let Some(max) = self.concurrency_max {
+            config.concurrency_max = max.into_option();
+        }
+        if let Some(max) = self.key_concurrency_max {
+            config.key_concurrency_max = max.into_option();
+        }
+        if let Some(marks) = self.watermarks {
+            config.watermarks = marks.into_option();
+        }
+        if let Some(ttl) = self.ttl {
+            config.ttl = ttl.into_option();
         }
         config
     }
@@ -234,11 +366,37 @@ fn config_table(config: &QueueConfig) -> comfy_table::Table {
         ),
         ("completed retain", config.completed_retain.to_string()),
         ("dead retain", config.dead_retain.to_string()),
+        (
+            "rate limit",
+            setting_text(config.rate_limit.as_ref().map(format_rate_limit)),
+        ),
+        (
+            "key rate limit",
+            setting_text(config.key_rate_limit.as_ref().map(format_rate_limit)),
+        ),
+        (
+            "concurrency max",
+            setting_text(config.concurrency_max.map(|n| n.to_string())),
+        ),
+        (
+            "key concurrency max",
+            setting_text(config.key_concurrency_max.map(|n| n.to_string())),
+        ),
+        (
+            "watermarks",
+            setting_text(config.watermarks.as_ref().map(format_watermarks)),
+        ),
+        ("ttl", setting_text(config.ttl.map(duration::format))),
     ];
     for (setting, value) in rows {
         table.add_row([setting.to_owned(), value]);
     }
     table
+}
+
+/// A setting's value for people, or `none` when it is not set.
+pub(crate) fn setting_text(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "none".to_owned())
 }
 
 #[cfg(test)]
@@ -267,5 +425,82 @@ mod tests {
         let none = Harness::parse_from(["t", "q", "--length-max", "none"]).args;
         assert_eq!(none.apply(after).length_max, None);
         assert!(!Harness::parse_from(["t", "q"]).args.changes_anything());
+    }
+
+    #[test]
+    fn backpressure_settings_parse_and_none_removes_them() {
+        let args = Harness::parse_from([
+            "t",
+            "q",
+            "--rate-limit",
+            "500/s:50",
+            "--key-rate-limit",
+            "30/m",
+            "--concurrency-max",
+            "64",
+            "--key-concurrency-max",
+            "4",
+            "--watermarks",
+            "10000:5000",
+            "--ttl",
+            "1h",
+        ])
+        .args;
+        let config = args.apply(QueueConfig::default());
+        config.validate().unwrap();
+        assert_eq!(
+            config.rate_limit,
+            Some(RateLimit {
+                rate: 500.0,
+                burst: 50
+            })
+        );
+        assert_eq!(
+            config.key_rate_limit,
+            Some(RateLimit {
+                rate: 0.5,
+                burst: 1
+            })
+        );
+        assert_eq!(config.concurrency_max, Some(64));
+        assert_eq!(config.key_concurrency_max, Some(4));
+        assert_eq!(
+            config.watermarks,
+            Some(Watermarks {
+                high: 10_000,
+                low: 5_000
+            })
+        );
+        assert_eq!(config.ttl, Some(Duration::from_secs(3600)));
+        assert_eq!(parse_rate_limit("200").unwrap().burst, 200);
+        assert_eq!(parse_rate_limit("2.5/s").unwrap().burst, 3);
+
+        let none = Harness::parse_from([
+            "t",
+            "q",
+            "--rate-limit",
+            "none",
+            "--watermarks",
+            "none",
+            "--ttl",
+            "none",
+        ])
+        .args;
+        let cleared = none.apply(config);
+        assert_eq!(cleared.rate_limit, None);
+        assert_eq!(cleared.watermarks, None);
+        assert_eq!(cleared.ttl, None);
+        assert_eq!(
+            cleared.concurrency_max,
+            Some(64),
+            "only given fields change"
+        );
+
+        for bad in ["fast", "0/s", "-1/s", "5/d", "5/s:x", "nan"] {
+            assert!(parse_rate_limit(bad).is_err(), "{bad}");
+        }
+        for bad in ["10", "10:", "a:b", "10-5"] {
+            assert!(parse_watermarks(bad).is_err(), "{bad}");
+        }
     }
 }

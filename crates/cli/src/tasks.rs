@@ -177,6 +177,7 @@ fn show_table(task: &Task) -> comfy_table::Table {
         ("timeout", or_none(view.timeout)),
         ("idempotency key", or_none(view.idempotency_key)),
         ("partition key", or_none(view.partition_key)),
+        ("limit key", or_none(view.limit_key)),
         (
             "retry",
             format!(
@@ -196,6 +197,18 @@ fn show_table(task: &Task) -> comfy_table::Table {
                 view.headers
                     .iter()
                     .map(|(name, value)| format!("{name}={value}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            },
+        ),
+        (
+            "effects",
+            if view.effects.is_empty() {
+                none()
+            } else {
+                view.effects
+                    .iter()
+                    .map(|(key, result)| format!("{key} = {result}"))
                     .collect::<Vec<_>>()
                     .join("\n")
             },

@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use floodway_core::{QueueConfig, QueueStats, QueueTotals, StateCounts, Task, duration};
+use floodway_core::{
+    QueueConfig, QueueStats, QueueTotals, RateLimit, StateCounts, Task, Watermarks, duration,
+};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -32,6 +34,9 @@ pub(crate) struct TaskView {
     pub(crate) timeout: Option<String>,
     pub(crate) idempotency_key: Option<String>,
     pub(crate) partition_key: Option<String>,
+    pub(crate) limit_key: Option<String>,
+    /// Side effects the task's handler recorded as done: effect key → result.
+    pub(crate) effects: BTreeMap<String, String>,
     pub(crate) headers: BTreeMap<String, String>,
     pub(crate) retry: RetryView,
     pub(crate) last_error: Option<String>,
@@ -122,6 +127,8 @@ impl TaskView {
             timeout: task.timeout.map(duration::format),
             idempotency_key: task.idempotency_key.clone(),
             partition_key: task.partition_key.clone(),
+            limit_key: task.limit_key.clone(),
+            effects: task.effects.clone(),
             headers: task.headers.clone(),
             retry: RetryView {
                 max_attempts: task.retry.max_attempts,
@@ -146,6 +153,8 @@ impl TaskView {
 pub(crate) struct StatsView {
     pub(crate) queue: String,
     pub(crate) paused: bool,
+    /// True while the queue refuses enqueues between its watermarks.
+    pub(crate) refusing: bool,
     /// Waiting tasks (scheduled, ready, retrying): what `length_max` bounds.
     pub(crate) length: u64,
     #[serde(flatten)]
@@ -153,6 +162,65 @@ pub(crate) struct StatsView {
     pub(crate) oldest_ready_age: Option<String>,
     pub(crate) totals: QueueTotals,
     pub(crate) config: QueueConfig,
+    pub(crate) backpressure: BackpressureView,
+}
+
+/// A queue's backpressure in one place: whether it refuses enqueues, the limits it is held
+/// to next to what they limit, and how often each limit bit. (The same figures are also in
+/// `config` and `totals`; this is the view an operator asks for when producers are pushed
+/// back or workers sit idle.)
+#[derive(Debug, Serialize)]
+pub(crate) struct BackpressureView {
+    /// True while enqueue is refused: above the high watermark, or not yet back at the low.
+    pub(crate) refusing: bool,
+    /// Waiting tasks now: what the watermarks and `length_max` bound.
+    pub(crate) length: u64,
+    pub(crate) watermarks: Option<Watermarks>,
+    pub(crate) length_max: Option<u64>,
+    /// Leased tasks now: what `concurrency_max` bounds.
+    pub(crate) active: u64,
+    pub(crate) concurrency_max: Option<u32>,
+    pub(crate) key_concurrency_max: Option<u32>,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) key_rate_limit: Option<RateLimit>,
+    /// Enqueue calls refused above the high watermark, since the queue was created.
+    pub(crate) rejected_overloaded: u64,
+    /// Enqueue calls refused at `length_max`.
+    pub(crate) rejected_full: u64,
+    /// Reserve calls cut short by a rate limit.
+    pub(crate) throttled_rate: u64,
+    /// Reserve calls cut short by a concurrency limit.
+    pub(crate) throttled_concurrency: u64,
+}
+
+impl BackpressureView {
+    /// The view of `stats`.
+    pub(crate) fn of(stats: &QueueStats) -> BackpressureView {
+        let QueueConfig {
+            length_max,
+            rate_limit,
+            key_rate_limit,
+            concurrency_max,
+            key_concurrency_max,
+            watermarks,
+            ..
+        } = stats.config;
+        BackpressureView {
+            refusing: stats.refusing,
+            length: stats.length(),
+            watermarks,
+            length_max,
+            active: stats.counts.active,
+            concurrency_max,
+            key_concurrency_max,
+            rate_limit,
+            key_rate_limit,
+            rejected_overloaded: stats.totals.rejected_overloaded,
+            rejected_full: stats.totals.rejected_full,
+            throttled_rate: stats.totals.throttled_rate,
+            throttled_concurrency: stats.totals.throttled_concurrency,
+        }
+    }
 }
 
 impl StatsView {
@@ -161,11 +229,13 @@ impl StatsView {
         StatsView {
             queue: stats.queue.to_string(),
             paused: stats.config.paused,
+            refusing: stats.refusing,
             length: stats.length(),
             counts: stats.counts,
             oldest_ready_age: stats.oldest_ready_age.map(duration::format),
             totals: stats.totals,
             config: stats.config.clone(),
+            backpressure: BackpressureView::of(stats),
         }
     }
 }

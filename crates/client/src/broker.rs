@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use floodway_core::{
-    Broker, BrokerError, Capabilities, DeadSelector, Enqueued, FailOutcome, Failure, Lease,
-    LeaseRef, LeaseResults, NewTask, QueueConfig, QueueName, QueueStats, Refusal, Reservation,
-    ReserveRequest, Task, TaskFilter, TaskId,
+    Broker, BrokerError, Capabilities, DeadSelector, EffectRecord, Enqueued, FailOutcome, Failure,
+    Lease, LeaseRef, LeaseResults, NewTask, QueueConfig, QueueName, QueueStats, Refusal,
+    Reservation, ReserveRequest, Task, TaskFilter, TaskId,
 };
 use floodway_server::wire;
 use reqwest::Method;
@@ -183,6 +183,17 @@ impl Broker for HttpBroker {
             leases: lease_tokens(leases),
         };
         lease_results(self.post("/v1/leases/release", &body).await?, leases.len())
+    }
+
+    async fn record_effects(
+        &self,
+        effects: Vec<EffectRecord>,
+    ) -> Result<LeaseResults, BrokerError> {
+        let sent = effects.len();
+        let body = wire::EffectBatch {
+            effects: effects.iter().map(wire::EffectRecord::from_core).collect(),
+        };
+        lease_results(self.post("/v1/leases/effects", &body).await?, sent)
     }
 
     async fn cancel(&self, ids: &[TaskId]) -> Result<LeaseResults, BrokerError> {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use floodway_backpressure::BreakerOpen;
 use floodway_core::{BrokerError, QueueName, TaskId};
+use floodway_server::ApiError;
 use floodway_server::wire::{ErrorCode, ErrorObject};
 
 /// Why a call to the server failed.
@@ -38,24 +39,30 @@ pub enum ClientError {
     /// The client's own configuration cannot work.
     #[error("client configuration: {0}")]
     Config(String),
+    /// A broker called in process (a [`crate::Producer`] made with
+    /// [`crate::Producer::from_broker`]) refused the call or could not serve it.
+    #[error(transparent)]
+    Broker(BrokerError),
 }
 
 impl ClientError {
-    /// The server's error code, when it answered with one.
+    /// The server's error code, when it answered with one; for an in-process broker's error,
+    /// the code the HTTP API answers the same error with, so one check fits both.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Api { error, .. } => Some(error.code),
+            ClientError::Broker(error) => Some(ApiError::from(error.clone()).code()),
             _ => None,
         }
     }
 
-    /// True when the server refused the request without acting on it and the same request
-    /// may succeed later: the queue was full or the rate limit exhausted (429). Retrying is
-    /// then always safe.
+    /// True when the broker refused the request without acting on it and the same request
+    /// may succeed later: the queue was full or above its high watermark, or the token's rate
+    /// limit was exhausted (429). Retrying is then always safe.
     pub fn is_backpressure(&self) -> bool {
         matches!(
             self.code(),
-            Some(ErrorCode::QueueFull | ErrorCode::RateLimited)
+            Some(ErrorCode::QueueFull | ErrorCode::QueueOverloaded | ErrorCode::RateLimited)
         )
     }
 
@@ -67,39 +74,48 @@ impl ClientError {
             ClientError::Api { error, .. } => matches!(
                 error.code,
                 ErrorCode::QueueFull
+                    | ErrorCode::QueueOverloaded
                     | ErrorCode::RateLimited
                     | ErrorCode::Unavailable
                     | ErrorCode::Timeout
             ),
             ClientError::Transport { .. } | ClientError::BreakerOpen(_) => true,
+            ClientError::Broker(error) => error.is_retryable(),
             ClientError::Protocol(_) | ClientError::Config(_) => false,
         }
     }
 
-    /// True when the request certainly did not act: backpressure, or never sent.
+    /// True when the request certainly did not act: backpressure, never sent, or refused by
+    /// an in-process broker for any reason but unavailability (a broker call that fails
+    /// changes nothing, except that an unavailable broker's outcome is unknown).
     pub fn changed_nothing(&self) -> bool {
         self.is_backpressure()
             || matches!(
                 self,
                 ClientError::Transport { unsent: true, .. } | ClientError::BreakerOpen(_)
             )
+            || matches!(self, ClientError::Broker(error) if !matches!(error, BrokerError::Unavailable(_)))
     }
 
     /// True when the failure says the server (or the way to it) is unwell, which the circuit
-    /// breaker counts: no answer, or a 5xx. A 4xx, 429 included, is a healthy server saying no.
+    /// breaker counts: no answer, or a 5xx; for an in-process broker,
+    /// [`BrokerError::Unavailable`]. A 4xx, 429 included, is a healthy server saying no.
     pub fn is_server_failure(&self) -> bool {
         match self {
             ClientError::Api { status, .. } => *status >= 500,
             ClientError::Transport { .. } | ClientError::Protocol(_) => true,
+            ClientError::Broker(error) => matches!(error, BrokerError::Unavailable(_)),
             ClientError::BreakerOpen(_) | ClientError::Config(_) => false,
         }
     }
 
-    /// The server's hint for when to try again.
+    /// The broker's hint for when to try again: the server's `Retry-After`, the breaker's
+    /// open period, or an in-process broker's [`BrokerError::retry_after`].
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ClientError::Api { retry_after, .. } => *retry_after,
             ClientError::BreakerOpen(open) => Some(open.retry_in),
+            ClientError::Broker(error) => error.retry_after(),
             _ => None,
         }
     }
@@ -112,6 +128,9 @@ impl From<ClientError> for BrokerError {
     /// [`BrokerError::Unavailable`] with the server's message: the worker runtime retries
     /// those with backoff and logs them.
     fn from(error: ClientError) -> Self {
+        if let ClientError::Broker(error) = error {
+            return error;
+        }
         let ClientError::Api {
             error: object,
             retry_after,
@@ -162,6 +181,21 @@ impl From<ClientError> for BrokerError {
                         .or(*retry_after)
                         .unwrap_or_default(),
                 }),
+            ErrorCode::QueueOverloaded => details
+                .queue
+                .as_deref()
+                .and_then(|q| QueueName::new(q).ok())
+                .map(|queue| BrokerError::Overloaded {
+                    queue,
+                    length: details.length.unwrap_or_default(),
+                    high: details.high.unwrap_or_default(),
+                    low: details.low.unwrap_or_default(),
+                    retry_after: details
+                        .retry_after
+                        .map(Into::into)
+                        .or(*retry_after)
+                        .unwrap_or_default(),
+                }),
             ErrorCode::LimitReached => Some(BrokerError::LimitReached(
                 object
                     .message
@@ -188,20 +222,26 @@ impl From<ClientError> for BrokerError {
 const FIELDS: &[&str] = &[
     "body",
     "completed_retain",
+    "concurrency_max",
     "dead_reason",
     "dead_retain",
     "delay",
     "duration",
+    "effects",
     "error",
     "headers",
     "id",
     "idempotency_key",
     "idempotency_window",
     "ids",
+    "key",
+    "key_concurrency_max",
+    "key_rate_limit",
     "kind",
     "lease",
     "length_max",
     "limit",
+    "limit_key",
     "max",
     "max_attempts",
     "outcome",
@@ -210,7 +250,9 @@ const FIELDS: &[&str] = &[
     "payload_base64",
     "priority",
     "queue",
+    "rate_limit",
     "reason",
+    "result",
     "retry",
     "retry.backoff_initial",
     "retry.backoff_max",
@@ -222,6 +264,7 @@ const FIELDS: &[&str] = &[
     "timeout",
     "ttl",
     "wait",
+    "watermarks",
     "worker",
 ];
 
@@ -270,6 +313,71 @@ mod tests {
         );
         assert_eq!(field_name("tasks[2].priority"), "priority");
         assert_eq!(field_name("something_new"), "request");
+    }
+
+    #[test]
+    fn an_overloaded_queue_is_decoded_as_overloaded_and_retryable_with_its_hint() {
+        let mut error = api(
+            ErrorCode::QueueOverloaded,
+            ErrorDetails {
+                queue: Some("orders".into()),
+                length: Some(120),
+                high: Some(100),
+                low: Some(50),
+                retry_after: Some(Duration::from_millis(2500).into()),
+                ..ErrorDetails::default()
+            },
+            "queue orders is overloaded",
+        );
+        if let ClientError::Api { retry_after, .. } = &mut error {
+            *retry_after = Some(Duration::from_secs(3));
+        }
+        assert!(error.is_backpressure() && error.is_retryable() && error.changed_nothing());
+        assert!(
+            !error.is_server_failure(),
+            "a 429 is a healthy server saying no"
+        );
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(3)));
+        let broker = BrokerError::from(error);
+        assert_eq!(
+            broker,
+            BrokerError::Overloaded {
+                queue: QueueName::new("orders").unwrap(),
+                length: 120,
+                high: 100,
+                low: 50,
+                retry_after: Duration::from_millis(2500),
+            }
+        );
+        assert!(broker.is_retryable());
+        assert_eq!(broker.retry_after(), Some(Duration::from_millis(2500)));
+    }
+
+    #[test]
+    fn an_in_process_brokers_errors_are_classified_like_the_servers() {
+        let overloaded = ClientError::Broker(BrokerError::Overloaded {
+            queue: QueueName::new("q").unwrap(),
+            length: 2,
+            high: 1,
+            low: 0,
+            retry_after: Duration::from_secs(1),
+        });
+        assert_eq!(overloaded.code(), Some(ErrorCode::QueueOverloaded));
+        assert!(overloaded.is_backpressure() && overloaded.changed_nothing());
+        assert!(!overloaded.is_server_failure());
+        assert_eq!(overloaded.retry_after(), Some(Duration::from_secs(1)));
+        let down = ClientError::Broker(BrokerError::Unavailable("disk".into()));
+        assert!(down.is_retryable() && down.is_server_failure());
+        assert!(
+            !down.changed_nothing(),
+            "the outcome of an unavailable call is unknown"
+        );
+        let invalid = ClientError::Broker(BrokerError::invalid("kind", "empty"));
+        assert!(!invalid.is_retryable() && !invalid.is_server_failure());
+        assert_eq!(
+            BrokerError::from(invalid),
+            BrokerError::invalid("kind", "empty")
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! floodway's HTTP client, for services that reach a `floodway serve` over the network.
 //!
 //! - [`Producer`] enqueues tasks and handles backpressure for the caller: it honours the
-//!   server's Retry-After with jitter up to a deadline, and a circuit breaker makes it fail
-//!   fast while the server is down.
+//!   server's Retry-After (a full or overloaded queue, an exhausted rate limit) with jitter up
+//!   to a deadline, and a circuit breaker makes it fail fast while the server is down. The
+//!   same producer works over any broker in process ([`Producer::from_broker`]), such as the
+//!   embedded one.
 //! - [`HttpBroker`] implements [`floodway_core::Broker`] over HTTP, so the worker runtime runs
 //!   unchanged against a remote server (`floodway worker --server URL`):
 //!
@@ -40,4 +42,4 @@ pub use broker::HttpBroker;
 pub use config::{ClientConfig, Token};
 pub use error::ClientError;
 pub use floodway_backpressure::{BreakerConfig, BreakerState};
-pub use producer::{Producer, ProducerConfig, ProducerEvent};
+pub use producer::{Destination, HttpDestination, Producer, ProducerConfig, ProducerEvent};

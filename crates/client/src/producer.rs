@@ -1,25 +1,53 @@
-//! [`Producer`]: enqueue over HTTP with backpressure handled for the caller.
+//! [`Producer`]: enqueue with backpressure handled for the caller, over HTTP or over any
+//! [`Broker`] in the same process.
 //!
-//! - **Retry-After.** A 429 (the queue is full, or the token's rate limit is exhausted) is the
-//!   server saying "not now"; nothing was written. The producer waits the server's hint plus
-//!   up to half of it again (jitter, so producers pushed back together do not return
-//!   together) and tries again, until the caller's deadline.
-//! - **Circuit breaker.** Failures that say the server is unwell (no answer, 5xx) are counted;
-//!   after `failure_threshold` in a row the breaker opens and every call fails at once with
-//!   [`ClientError::BreakerOpen`] for `open_for`, then probes let through decide whether it
-//!   closes again. A producer facing a dead server fails fast instead of piling up timeouts.
+//! - **Retry-After.** A 429 (the queue is full, above its high watermark, or the token's rate
+//!   limit is exhausted) is the broker saying "not now"; nothing was written. The producer
+//!   waits the broker's hint plus up to half of it again (jitter, so producers pushed back
+//!   together do not return together) and tries again, until the caller's deadline. An
+//!   in-process broker's [`BrokerError::QueueFull`] and [`BrokerError::Overloaded`] are
+//!   handled the same way, with [`BrokerError::retry_after`] as the hint.
+//! - **Circuit breaker.** Failures that say the broker is unwell (no answer or a 5xx over
+//!   HTTP, [`BrokerError::Unavailable`] in process) are counted; after `failure_threshold` in
+//!   a row the breaker opens and every call fails at once with [`ClientError::BreakerOpen`]
+//!   for `open_for`, then probes let through decide whether it closes again. A producer
+//!   facing a dead broker fails fast instead of piling up timeouts.
 //! - **No duplicates by retrying.** A request whose outcome is unknown (a timeout after it was
-//!   sent, a 503) is retried only when every task carries an idempotency key, which makes the
-//!   retry harmless; otherwise the error goes back to the caller, who knows whether a
-//!   duplicate would hurt.
+//!   sent, a 503, an unavailable broker) is retried only when every task carries an
+//!   idempotency key, which makes the retry harmless; otherwise the error goes back to the
+//!   caller, who knows whether a duplicate would hurt.
+//!
+//! Where the tasks go is the producer's type parameter, a [`Destination`]: [`Producer::new`]
+//! makes a `Producer` (that is, `Producer<HttpDestination>`) that talks to a server and reads
+//! its answers in full (status, error code, `Retry-After`); [`Producer::from_broker`] makes a
+//! `Producer<B>` over any broker, such as `floodway_embedded::EmbeddedBroker`:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use floodway_client::{Producer, ProducerConfig};
+//! use floodway_core::{NewTask, QueueName};
+//! use floodway_embedded::{EmbeddedBroker, Options};
+//!
+//! let broker = Arc::new(EmbeddedBroker::open("./floodway-data", Options::default())?);
+//! let producer = Producer::from_broker(broker, ProducerConfig::default())?;
+//! let emails = QueueName::new("emails")?;
+//! producer
+//!     .enqueue_one(&emails, NewTask::json("send_email", &"ada@example.com")?)
+//!     .await?;
+//! # Ok(()) }
+//! ```
 //!
 //! The breaker and the retry delay are `floodway-backpressure`'s, fed with tokio's clock.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use floodway_backpressure::{BreakerConfig, BreakerState, CircuitBreaker, retry_delay};
-use floodway_core::{Enqueued, NewTask, QueueName};
+#[cfg(doc)]
+use floodway_core::BrokerError;
+use floodway_core::{Broker, Enqueued, NewTask, QueueName};
 use floodway_server::wire;
 use reqwest::Method;
 use tokio::time::Instant;
@@ -33,11 +61,12 @@ use crate::transport::Transport;
 pub struct ProducerConfig {
     /// The circuit breaker's settings.
     pub breaker: BreakerConfig,
-    /// The first wait when the server gave no Retry-After hint; it doubles per attempt.
+    /// The first wait when the broker gave no Retry-After hint; it doubles per attempt.
     pub retry_base: Duration,
     /// The longest single wait.
     pub retry_cap: Duration,
-    /// How long one `enqueue` may keep retrying in all; zero never retries.
+    /// How long one `enqueue` may keep retrying in all; zero never retries. A call still
+    /// refused when the next wait would end past it returns the last error.
     pub deadline: Duration,
 }
 
@@ -70,11 +99,84 @@ pub enum ProducerEvent {
 
 type Observer = Arc<dyn Fn(&ProducerEvent) + Send + Sync>;
 
-/// Enqueues tasks on a floodway server, honouring its backpressure. Cheap to clone; clones
-/// share the connection pool and the circuit breaker.
-#[derive(Clone)]
-pub struct Producer {
+mod sealed {
+    /// Keeps [`super::Destination`] implemented only by this crate.
+    pub trait Sealed {}
+}
+
+/// Where a [`Producer`] sends its tasks: a server over HTTP ([`HttpDestination`]) or any
+/// [`Broker`] in the same process. Implemented by this crate only; it decides how failures
+/// are read, which the producer's retry and breaker depend on.
+pub trait Destination: sealed::Sealed + Send + Sync + 'static {
+    /// One attempt to enqueue `tasks` into `queue` as one batch.
+    #[doc(hidden)]
+    fn send(
+        &self,
+        queue: &QueueName,
+        tasks: &[NewTask],
+    ) -> impl Future<Output = Result<Vec<Enqueued>, ClientError>> + Send;
+}
+
+/// A floodway server over HTTP, as a [`Producer`]'s destination. Made by [`Producer::new`].
+///
+/// Unlike going through [`crate::HttpBroker`]'s `Broker` implementation, it keeps what only
+/// HTTP tells: whether a failed request was sent at all, the token's rate limit, an
+/// authentication failure (not worth retrying), so the producer retries exactly what is safe.
+#[derive(Clone, Debug)]
+pub struct HttpDestination {
     transport: Transport,
+}
+
+impl sealed::Sealed for HttpDestination {}
+
+impl Destination for HttpDestination {
+    async fn send(
+        &self,
+        queue: &QueueName,
+        tasks: &[NewTask],
+    ) -> Result<Vec<Enqueued>, ClientError> {
+        let body = wire::TaskBatch {
+            tasks: tasks.iter().map(wire::TaskSpec::from_core).collect(),
+        };
+        let path = format!("/v1/queues/{queue}/tasks");
+        let answer: wire::EnqueueResponse = self
+            .transport
+            .call(Method::POST, &path, Some(&body), Duration::ZERO)
+            .await?;
+        Ok(answer
+            .tasks
+            .into_iter()
+            .map(|t| Enqueued {
+                id: t.id,
+                duplicate: t.duplicate,
+            })
+            .collect())
+    }
+}
+
+impl<B: Broker> sealed::Sealed for B {}
+
+/// Any broker in process: its [`BrokerError`]s come back as [`ClientError::Broker`].
+impl<B: Broker> Destination for B {
+    async fn send(
+        &self,
+        queue: &QueueName,
+        tasks: &[NewTask],
+    ) -> Result<Vec<Enqueued>, ClientError> {
+        // The broker takes the batch by value, and a retry needs it again.
+        self.enqueue(queue, tasks.to_vec())
+            .await
+            .map_err(ClientError::Broker)
+    }
+}
+
+/// Enqueues tasks, honouring the broker's backpressure. Cheap to clone; clones share the
+/// destination (for HTTP, the connection pool) and the circuit breaker.
+///
+/// `Producer` alone is the HTTP producer ([`Producer::new`]); `Producer<B>` enqueues into the
+/// broker `B` in process ([`Producer::from_broker`]).
+pub struct Producer<D: Destination = HttpDestination> {
+    destination: Arc<D>,
     config: ProducerConfig,
     breaker: Arc<Mutex<CircuitBreaker>>,
     /// The zero of the breaker's time.
@@ -82,18 +184,52 @@ pub struct Producer {
     observer: Option<Observer>,
 }
 
-impl std::fmt::Debug for Producer {
+impl<D: Destination> Clone for Producer<D> {
+    fn clone(&self) -> Self {
+        Producer {
+            destination: self.destination.clone(),
+            config: self.config.clone(),
+            breaker: self.breaker.clone(),
+            origin: self.origin,
+            observer: self.observer.clone(),
+        }
+    }
+}
+
+impl<D: Destination> std::fmt::Debug for Producer<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Producer")
-            .field("transport", &self.transport)
+            .field("destination", &std::any::type_name::<D>())
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
 
-impl Producer {
+impl Producer<HttpDestination> {
     /// A producer for the server in `client`.
     pub fn new(client: ClientConfig, config: ProducerConfig) -> Result<Self, ClientError> {
+        let destination = HttpDestination {
+            transport: Transport::new(&client)?,
+        };
+        Producer::with_destination(Arc::new(destination), config)
+    }
+}
+
+impl<B: Broker> Producer<B> {
+    /// A producer that enqueues into `broker` in this process, with the same retries and
+    /// circuit breaker as over HTTP: [`BrokerError::QueueFull`] and
+    /// [`BrokerError::Overloaded`] are retried after their hint until the deadline, and
+    /// [`BrokerError::Unavailable`] counts as a failure for the breaker.
+    ///
+    /// For a server, use [`Producer::new`] rather than a [`crate::HttpBroker`] here: it reads
+    /// more of the server's answers than the `Broker` trait carries.
+    pub fn from_broker(broker: Arc<B>, config: ProducerConfig) -> Result<Self, ClientError> {
+        Producer::with_destination(broker, config)
+    }
+}
+
+impl<D: Destination> Producer<D> {
+    fn with_destination(destination: Arc<D>, config: ProducerConfig) -> Result<Self, ClientError> {
         let breaker = CircuitBreaker::new(config.breaker)
             .map_err(|error| ClientError::Config(format!("breaker: {error}")))?;
         if config.retry_base.is_zero() || config.retry_cap < config.retry_base {
@@ -102,7 +238,7 @@ impl Producer {
             ));
         }
         Ok(Producer {
-            transport: Transport::new(&client)?,
+            destination,
             config,
             breaker: Arc::new(Mutex::new(breaker)),
             origin: Instant::now(),
@@ -126,32 +262,22 @@ impl Producer {
 
     /// Enqueues `tasks` into `queue` as one batch (all or nothing), retrying as the module
     /// docs say until the deadline. Returns one [`Enqueued`] per task, in order.
+    ///
+    /// The error is the last attempt's: for a queue that stayed overloaded past the deadline,
+    /// one whose [`ClientError::code`] is `queue_overloaded` (and which converts to
+    /// [`BrokerError::Overloaded`]).
     pub async fn enqueue(
         &self,
         queue: &QueueName,
         tasks: Vec<NewTask>,
     ) -> Result<Vec<Enqueued>, ClientError> {
-        let body = wire::TaskBatch {
-            tasks: tasks.iter().map(wire::TaskSpec::from_core).collect(),
-        };
         let idempotent = tasks.iter().all(|t| t.idempotency_key.is_some());
-        let path = format!("/v1/queues/{queue}/tasks");
         let deadline = Instant::now() + self.config.deadline;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = self.attempt(&path, &body).await;
-            let error = match result {
-                Ok(answer) => {
-                    return Ok(answer
-                        .tasks
-                        .into_iter()
-                        .map(|t| Enqueued {
-                            id: t.id,
-                            duplicate: t.duplicate,
-                        })
-                        .collect());
-                }
+            let error = match self.attempt(queue, &tasks).await {
+                Ok(enqueued) => return Ok(enqueued),
                 Err(error) => error,
             };
             let may_retry = error.is_retryable() && (error.changed_nothing() || idempotent);
@@ -193,12 +319,12 @@ impl Producer {
             .ok_or_else(|| ClientError::Protocol("an enqueue answered no task".into()))
     }
 
-    /// One request, through the breaker.
+    /// One attempt, through the breaker.
     async fn attempt(
         &self,
-        path: &str,
-        body: &wire::TaskBatch,
-    ) -> Result<wire::EnqueueResponse, ClientError> {
+        queue: &QueueName,
+        tasks: &[NewTask],
+    ) -> Result<Vec<Enqueued>, ClientError> {
         let before = {
             let mut breaker = self.lock_breaker();
             let now = self.now();
@@ -206,10 +332,7 @@ impl Producer {
             breaker.check(now)?;
             before
         };
-        let result = self
-            .transport
-            .call(Method::POST, path, Some(body), Duration::ZERO)
-            .await;
+        let result = self.destination.send(queue, tasks).await;
         let after = {
             let mut breaker = self.lock_breaker();
             let now = self.now();

@@ -69,6 +69,27 @@
 //!   `tasks`) under either policy.
 //! - **TTL**: a task whose `expires_at` passes while it is scheduled, ready or retrying goes to
 //!   the dead letters (`expired`); a running task is not interrupted.
+//! - **Watermarks**: with `watermarks` configured, an enqueue batch that would bring the
+//!   queue's length above `high` is refused with [`BrokerError::Overloaded`] (counted in
+//!   `rejected_overloaded`), and so is every batch after it until the length is at or below
+//!   `low`, whatever its size (hysteresis; `QueueStats::refusing` says which side the queue is
+//!   on). A batch made only of duplicates is never refused. The `length_max` check comes after
+//!   it. The gate's side may reset to accepting when a broker restarts.
+//! - **Reservation limits**: reserve hands out at most `concurrency_max` minus the queue's
+//!   active tasks, and at most as many as the queue's token bucket (`rate_limit`; full
+//!   when the limit is set or changed, refilled continuously at `rate` up to `burst`; pausing
+//!   and resuming leave it as it is) holds whole tokens; each task handed out takes one token. A ready task with a `limit_key` is passed
+//!   over, keeping its place, while its key has `key_concurrency_max` tasks active or no
+//!   whole token in its own bucket (`key_rate_limit`); reserve looks past at most
+//!   [`limits::LIMITED_SCAN_MAX`] such tasks. A call that returns fewer tasks than `max`
+//!   while a limit held an eligible task back counts once in `throttled_rate` or
+//!   `throttled_concurrency` (rate first), and with `wait` it waits for a token or a free
+//!   slot. Buckets live in the broker and may start full again after a restart.
+//! - **Effects**: [`Broker::record_effects`] needs the task's current, unexpired lease
+//!   (refusals as for extend); a recorded key keeps its result through retries, lease expiry
+//!   and replay, and recording a key again replaces its result. A task holds at most
+//!   [`limits::EFFECTS_MAX`] keys: a call that would exceed it fails as a whole with
+//!   [`BrokerError::Invalid`] (`effects`) and records nothing.
 //! - **Retention**: completed and cancelled tasks are kept up to the queue's
 //!   `completed_retain` each, dead letters up to `dead_retain`; beyond that the oldest (lowest
 //!   id) are deleted.
@@ -336,6 +357,38 @@ impl Capabilities {
     };
 }
 
+/// A side effect a task's handler performed, to record on the task with its result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EffectRecord {
+    /// The lease of the attempt that performed it.
+    pub lease: LeaseRef,
+    /// The effect's key, unique within the task (`"charge"`, `"email:welcome"`), 1 ..=
+    /// [`limits::KEY_LEN_MAX`] bytes.
+    pub key: String,
+    /// What the effect returned (often JSON), at most [`limits::EFFECT_RESULT_MAX`] bytes; a
+    /// later attempt gets it back instead of performing the effect again.
+    pub result: String,
+}
+
+impl EffectRecord {
+    /// Checks key and result against the limits; the error names the offending field.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        if self.key.is_empty() || self.key.len() > limits::KEY_LEN_MAX {
+            return Err(BrokerError::invalid(
+                "key",
+                format!("must be 1 to {} bytes", limits::KEY_LEN_MAX),
+            ));
+        }
+        if self.result.len() > limits::EFFECT_RESULT_MAX {
+            return Err(BrokerError::invalid(
+                "result",
+                format!("must be at most {} bytes", limits::EFFECT_RESULT_MAX),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Per-item results of a lease operation (ack, release), in request order.
 pub type LeaseResults = Vec<Result<(), Refusal>>;
 
@@ -391,6 +444,14 @@ pub trait Broker: Send + Sync + 'static {
     fn release(
         &self,
         leases: &[LeaseRef],
+    ) -> impl Future<Output = Result<LeaseResults, BrokerError>> + Send;
+
+    /// Records side effects performed under current leases on their tasks, durably, so an
+    /// attempt after a crash or a lease expiry finds them in [`Task::effects`] and skips them.
+    /// Fenced like extend: a worker that lost its lease is refused and records nothing.
+    fn record_effects(
+        &self,
+        effects: Vec<EffectRecord>,
     ) -> impl Future<Output = Result<LeaseResults, BrokerError>> + Send;
 
     /// Withdraws tasks that have not started (scheduled, ready or retrying).

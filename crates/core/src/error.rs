@@ -58,6 +58,25 @@ pub enum BrokerError {
         /// A hint for when to try again.
         retry_after: Duration,
     },
+    /// The queue is above its high watermark (or has not yet come down to its low one) and
+    /// refuses new tasks. Backpressure: try again after `retry_after`, which the broker
+    /// derives from how fast the queue is being worked off.
+    #[error(
+        "queue {queue} is overloaded: {length} tasks waiting against a high watermark of {high}; accepting again at {low}"
+    )]
+    Overloaded {
+        /// The overloaded queue.
+        queue: QueueName,
+        /// Waiting tasks now.
+        length: u64,
+        /// The high watermark.
+        high: u64,
+        /// The low watermark: enqueue is accepted again at or below it.
+        low: u64,
+        /// When trying again is worth it: the time to work the queue down to `low` at its
+        /// recent completion rate.
+        retry_after: Duration,
+    },
     /// A limit on the broker as a whole was reached (too many queues, say).
     #[error("limit reached: {0}")]
     LimitReached(String),
@@ -81,8 +100,19 @@ impl BrokerError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            BrokerError::QueueFull { .. } | BrokerError::Unavailable(_)
+            BrokerError::QueueFull { .. }
+                | BrokerError::Overloaded { .. }
+                | BrokerError::Unavailable(_)
         )
+    }
+
+    /// The broker's hint for when to try again, for the backpressure refusals.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            BrokerError::QueueFull { retry_after, .. }
+            | BrokerError::Overloaded { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
     }
 }
 

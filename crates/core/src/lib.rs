@@ -21,15 +21,18 @@ pub mod task;
 pub mod time;
 
 pub use broker::{
-    Broker, Capabilities, DeadSelector, Enqueued, FailOutcome, Failure, LeaseResults, Reservation,
-    ReserveRequest, RetryDecision, TaskFilter,
+    Broker, Capabilities, DeadSelector, EffectRecord, Enqueued, FailOutcome, Failure, LeaseResults,
+    Reservation, ReserveRequest, RetryDecision, TaskFilter,
 };
 pub use error::BrokerError;
 pub use id::{IdGenerator, MalformedTaskId, TaskId};
 pub use lease::{Fence, Lease, LeaseRef, Refusal};
 pub use name::QueueName;
-pub use queue::{DeadCounts, OverflowPolicy, QueueConfig, QueueStats, QueueTotals, StateCounts};
+pub use queue::{
+    DeadCounts, OverflowPolicy, QueueConfig, QueueStats, QueueTotals, RateLimit, StateCounts,
+    Watermarks,
+};
 pub use retry::{Jitter, RetryPolicy};
 pub use state::{DeadReason, Event, IllegalTransition, TaskState, transition};
-pub use task::{Headers, NewTask, Task};
+pub use task::{Effects, Headers, NewTask, Task};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

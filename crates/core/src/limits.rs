@@ -76,3 +76,17 @@ const _: () = {
     assert!(COMPLETED_RETAIN_MAX as u64 <= QUEUE_LENGTH_MAX);
     assert!(DEAD_RETAIN_MAX <= QUEUE_LENGTH_MAX);
 };
+
+/// The largest concurrency limit a queue or key may set.
+pub const CONCURRENCY_MAX: u32 = 1_000_000;
+
+/// Most side-effect results one task may record.
+pub const EFFECTS_MAX: usize = 32;
+
+/// Largest side-effect result, in bytes.
+pub const EFFECT_RESULT_MAX: usize = 16 * 1024;
+
+/// How many ready tasks a reserve call passes over (held back by their key's rate or
+/// concurrency limit) before it stops looking: bounds the work of one call on a queue where
+/// the front is full of tasks of limited keys.
+pub const LIMITED_SCAN_MAX: usize = 1024;

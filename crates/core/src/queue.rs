@@ -10,6 +10,7 @@ use crate::limits;
 use crate::name::QueueName;
 use crate::retry::RetryPolicy;
 use crate::state::{DeadReason, TaskState};
+pub use floodway_backpressure::{RateLimit, Watermarks};
 
 /// How a queue behaves. A queue is created with the default configuration the first time a task
 /// is enqueued to it, or with an explicit one by `Broker::configure`.
@@ -36,6 +37,24 @@ pub struct QueueConfig {
     pub dead_retain: u64,
     /// Whether workers may reserve from the queue. Enqueue works while paused.
     pub paused: bool,
+    /// Reservations per second from the queue over all workers and processes, enforced by the
+    /// broker with one token bucket; `None` for no limit.
+    pub rate_limit: Option<RateLimit>,
+    /// Reservations per second of the tasks sharing one limit key (a tenant, a downstream
+    /// host), each key with its own token bucket; `None` for no limit.
+    pub key_rate_limit: Option<RateLimit>,
+    /// Most tasks of the queue leased at once over all workers; `None` for no limit. A slot is
+    /// a lease, so a crashed worker's slots come back when its leases expire.
+    pub concurrency_max: Option<u32>,
+    /// Most tasks sharing one limit key leased at once over all workers; `None` for no limit.
+    pub key_concurrency_max: Option<u32>,
+    /// Queue-depth watermarks: above `high` waiting tasks enqueue is refused with
+    /// [`BrokerError::Overloaded`] until the queue is back at or below `low`.
+    pub watermarks: Option<Watermarks>,
+    /// The time to live of tasks enqueued without one: a task still waiting this long after
+    /// enqueue is dead-lettered (reason `expired`). `None`: tasks wait for ever.
+    #[serde(with = "crate::duration::serde::option")]
+    pub ttl: Option<Duration>,
 }
 
 /// What enqueue does when a queue is full.
@@ -59,6 +78,12 @@ impl Default for QueueConfig {
             completed_retain: 1000,
             dead_retain: 100_000,
             paused: false,
+            rate_limit: None,
+            key_rate_limit: None,
+            concurrency_max: None,
+            key_concurrency_max: None,
+            watermarks: None,
+            ttl: None,
         }
     }
 }
@@ -93,7 +118,55 @@ impl QueueConfig {
                 format!("must not exceed {}", limits::DEAD_RETAIN_MAX),
             ));
         }
+        for (field, limit) in [
+            ("rate_limit", &self.rate_limit),
+            ("key_rate_limit", &self.key_rate_limit),
+        ] {
+            if let Some(limit) = limit {
+                limit
+                    .validate()
+                    .map_err(|e| BrokerError::invalid(field, e.to_string()))?;
+            }
+        }
+        for (field, max) in [
+            ("concurrency_max", self.concurrency_max),
+            ("key_concurrency_max", self.key_concurrency_max),
+        ] {
+            if max.is_some_and(|m| m == 0 || m > limits::CONCURRENCY_MAX) {
+                return Err(BrokerError::invalid(
+                    field,
+                    format!("must be between 1 and {}", limits::CONCURRENCY_MAX),
+                ));
+            }
+        }
+        if let Some(marks) = &self.watermarks {
+            marks
+                .validate()
+                .map_err(|e| BrokerError::invalid("watermarks", e.to_string()))?;
+            if marks.high > limits::QUEUE_LENGTH_MAX {
+                return Err(BrokerError::invalid(
+                    "watermarks",
+                    format!("high must not exceed {}", limits::QUEUE_LENGTH_MAX),
+                ));
+            }
+        }
+        if let Some(ttl) = self.ttl
+            && (ttl.is_zero() || ttl > limits::SCHEDULE_HORIZON_MAX)
+        {
+            return Err(BrokerError::invalid(
+                "ttl",
+                "must be positive and at most one year",
+            ));
+        }
         Ok(())
+    }
+
+    /// True when the queue limits reservations by rate or concurrency, per queue or per key.
+    pub fn limits_reservations(&self) -> bool {
+        self.rate_limit.is_some()
+            || self.key_rate_limit.is_some()
+            || self.concurrency_max.is_some()
+            || self.key_concurrency_max.is_some()
     }
 
     /// The length limit in force: the configured one or the global ceiling.
@@ -117,6 +190,9 @@ pub struct QueueStats {
     /// by their partition key); `None` when none is ready.
     #[serde(with = "crate::duration::serde::option")]
     pub oldest_ready_age: Option<Duration>,
+    /// True while the queue is above its high watermark, or crossed it and has not yet come
+    /// down to the low one: enqueue is refused with [`BrokerError::Overloaded`].
+    pub refusing: bool,
 }
 
 impl QueueStats {
@@ -188,6 +264,16 @@ pub struct QueueTotals {
     pub deduplicated: u64,
     /// Enqueue calls refused because the queue was full.
     pub rejected_full: u64,
+    /// Enqueue calls refused because the queue was above its high watermark.
+    pub rejected_overloaded: u64,
+    /// Reserve calls that returned fewer tasks than asked for while a rate limit (the
+    /// queue's or a key's) held back an eligible task.
+    pub throttled_rate: u64,
+    /// Reserve calls that returned fewer tasks than asked for while a concurrency limit (the
+    /// queue's or a key's) held back an eligible task.
+    pub throttled_concurrency: u64,
+    /// Side-effect results recorded by tasks' handlers.
+    pub effects_recorded: u64,
     /// Reservations handed out.
     pub reserved: u64,
     /// Tasks completed.

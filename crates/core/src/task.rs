@@ -21,6 +21,10 @@ use crate::time::Timestamp;
 /// payload schema version). Ordered, so stored records are deterministic.
 pub type Headers = BTreeMap<String, String>;
 
+/// Side effects a task's handler recorded as done: effect key → result. Ordered, so stored
+/// records are deterministic. At most [`limits::EFFECTS_MAX`] per task.
+pub type Effects = BTreeMap<String, String>;
+
 /// The header that names the payload's content type. Payloads are JSON unless it says
 /// otherwise.
 pub const CONTENT_TYPE_HEADER: &str = "content-type";
@@ -59,6 +63,9 @@ pub struct NewTask {
     pub idempotency_key: Option<String>,
     /// Tasks with the same partition key run one at a time, in enqueue order.
     pub partition_key: Option<String>,
+    /// The key the queue's per-key rate and concurrency limits count this task under (a
+    /// tenant, a downstream host); `None` counts it only under the queue's own limits.
+    pub limit_key: Option<String>,
 }
 
 impl NewTask {
@@ -77,6 +84,7 @@ impl NewTask {
             timeout: None,
             idempotency_key: None,
             partition_key: None,
+            limit_key: None,
         }
     }
 
@@ -139,6 +147,13 @@ impl NewTask {
     /// Sets the partition key.
     pub fn partition_key(mut self, key: impl Into<String>) -> Self {
         self.partition_key = Some(key.into());
+        self
+    }
+
+    /// Sets the limit key: the queue's per-key rate and concurrency limits count the task under
+    /// it.
+    pub fn limit_key(mut self, key: impl Into<String>) -> Self {
+        self.limit_key = Some(key.into());
         self
     }
 
@@ -233,6 +248,7 @@ impl NewTask {
         for (field, key) in [
             ("idempotency_key", &self.idempotency_key),
             ("partition_key", &self.partition_key),
+            ("limit_key", &self.limit_key),
         ] {
             if let Some(key) = key
                 && (key.is_empty() || key.len() > limits::KEY_LEN_MAX)
@@ -281,6 +297,12 @@ pub struct Task {
     pub idempotency_key: Option<String>,
     /// Its partition key: tasks sharing one run one at a time, in order.
     pub partition_key: Option<String>,
+    /// Its limit key: the queue's per-key rate and concurrency limits count it under this key.
+    pub limit_key: Option<String>,
+    /// Side effects its handler recorded as done, each key with its result (see
+    /// `Broker::record_effects`). They survive retries, lease expiry and replay, so an attempt
+    /// that finds a key here skips that effect.
+    pub effects: Effects,
     /// When the broker accepted it.
     pub created_at: Timestamp,
     /// The fence of the latest reservation; 0 if never reserved.
@@ -334,9 +356,11 @@ impl Task {
             },
             timeout: new.timeout,
             run_at: run_at.max(now),
-            expires_at: new.ttl.map(|ttl| now.saturating_add(ttl)),
+            expires_at: new.ttl.or(config.ttl).map(|ttl| now.saturating_add(ttl)),
             idempotency_key: new.idempotency_key,
             partition_key: new.partition_key,
+            limit_key: new.limit_key,
+            effects: Effects::new(),
             created_at: now,
             fence: Fence(0),
             lease_expires_at: None,

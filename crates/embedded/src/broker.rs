@@ -28,9 +28,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use floodway_core::{
-    Broker, BrokerError, Capabilities, Clock, DeadSelector, Enqueued, FailOutcome, Failure, Lease,
-    LeaseRef, LeaseResults, NewTask, QueueConfig, QueueName, QueueStats, Refusal, Reservation,
-    ReserveRequest, Task, TaskFilter, TaskId, Timestamp,
+    Broker, BrokerError, Capabilities, Clock, DeadSelector, EffectRecord, Enqueued, FailOutcome,
+    Failure, Lease, LeaseRef, LeaseResults, NewTask, QueueConfig, QueueName, QueueStats, Refusal,
+    Reservation, ReserveRequest, Task, TaskFilter, TaskId, Timestamp,
 };
 use tokio::sync::{Notify, watch};
 
@@ -564,13 +564,19 @@ impl Broker for EmbeddedBroker {
             // Register for wake-ups before looking, so an enqueue between the look and the
             // wait cannot be missed.
             notified.as_mut().enable();
-            let (reservations, _) = self
+            let ((reservations, throttle), _) = self
                 .inner
                 .shared
                 .run(|state, now, _, log| state.reserve(&request, now, log))?;
             let now_instant = tokio::time::Instant::now();
             if !reservations.is_empty() || now_instant >= deadline {
                 self.forget_waiter(&request.queue);
+                if let Some(throttle) = throttle {
+                    self.inner.shared.run(|state, _, _, log| {
+                        state.count_throttle(&request.queue, throttle, log);
+                        Ok(())
+                    })?;
+                }
                 return Ok(reservations);
             }
             // Sleep until woken, the deadline, or the queue's next timed event (a scheduled
@@ -609,6 +615,14 @@ impl Broker for EmbeddedBroker {
 
     async fn release(&self, leases: &[LeaseRef]) -> Result<LeaseResults, BrokerError> {
         self.mutate(|state, now, _, log| state.release(leases, now, log))
+            .await
+    }
+
+    async fn record_effects(
+        &self,
+        effects: Vec<EffectRecord>,
+    ) -> Result<LeaseResults, BrokerError> {
+        self.mutate(|state, now, _, log| state.record_effects(effects, now, log))
             .await
     }
 

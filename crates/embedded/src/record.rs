@@ -12,13 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use floodway_core::{
-    DeadCounts, DeadReason, Fence, Jitter, OverflowPolicy, QueueConfig, QueueName, QueueTotals,
-    RetryPolicy, Task, TaskId, TaskState, Timestamp,
+    DeadCounts, DeadReason, Effects, Fence, Jitter, OverflowPolicy, QueueConfig, QueueName,
+    QueueTotals, RateLimit, RetryPolicy, Task, TaskId, TaskState, Timestamp, Watermarks,
 };
 
 /// The version of the record encoding, written in every file header. Bump it when an encoding
-/// changes, and teach [`decode`] to read the old one.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// changes, and teach [`decode`] to read the old one. (Version 1, before limit keys, effects
+/// and the backpressure settings, never left development and is not read.)
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// One durable change. See the module docs.
 #[derive(Clone, Debug, PartialEq)]
@@ -96,6 +97,12 @@ pub(crate) enum Record {
     IdFloor { id: TaskId },
     /// Totals that no state change carries (duplicates, refusals) went up.
     Counted { queue: QueueName, counts: Counts },
+    /// A task's handler recorded a side effect as done.
+    EffectRecorded {
+        id: TaskId,
+        key: String,
+        result: String,
+    },
     /// The data directory was opened for the `epoch`-th time (counting from 0); written, and
     /// synced, at open, before any reservation of the new epoch.
     Opened { epoch: u32 },
@@ -107,20 +114,44 @@ pub(crate) struct Counts {
     pub(crate) deduplicated: u64,
     pub(crate) rejected_full: u64,
     pub(crate) stale_refused: u64,
+    pub(crate) rejected_overloaded: u64,
+    pub(crate) throttled_rate: u64,
+    pub(crate) throttled_concurrency: u64,
 }
 
 impl Counts {
+    const NONE: Counts = Counts {
+        deduplicated: 0,
+        rejected_full: 0,
+        stale_refused: 0,
+        rejected_overloaded: 0,
+        throttled_rate: 0,
+        throttled_concurrency: 0,
+    };
     /// One enqueue refused because the queue was full.
     pub(crate) const REJECTED_FULL: Counts = Counts {
-        deduplicated: 0,
         rejected_full: 1,
-        stale_refused: 0,
+        ..Counts::NONE
+    };
+    /// One enqueue refused because the queue was above its high watermark.
+    pub(crate) const REJECTED_OVERLOADED: Counts = Counts {
+        rejected_overloaded: 1,
+        ..Counts::NONE
     };
     /// One lease operation refused for a stale or expired lease.
     pub(crate) const STALE_REFUSED: Counts = Counts {
-        deduplicated: 0,
-        rejected_full: 0,
         stale_refused: 1,
+        ..Counts::NONE
+    };
+    /// One reserve call cut short by a rate limit.
+    pub(crate) const THROTTLED_RATE: Counts = Counts {
+        throttled_rate: 1,
+        ..Counts::NONE
+    };
+    /// One reserve call cut short by a concurrency limit.
+    pub(crate) const THROTTLED_CONCURRENCY: Counts = Counts {
+        throttled_concurrency: 1,
+        ..Counts::NONE
     };
 }
 
@@ -259,6 +290,15 @@ pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) {
             w.uint(counts.deduplicated);
             w.uint(counts.rejected_full);
             w.uint(counts.stale_refused);
+            w.uint(counts.rejected_overloaded);
+            w.uint(counts.throttled_rate);
+            w.uint(counts.throttled_concurrency);
+        }
+        Record::EffectRecorded { id, key, result } => {
+            w.u8(22);
+            w.id(*id);
+            w.str(key);
+            w.str(result);
         }
         Record::Opened { epoch } => {
             w.u8(21);
@@ -361,7 +401,15 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 deduplicated: r.uint()?,
                 rejected_full: r.uint()?,
                 stale_refused: r.uint()?,
+                rejected_overloaded: r.uint()?,
+                throttled_rate: r.uint()?,
+                throttled_concurrency: r.uint()?,
             },
+        },
+        22 => Record::EffectRecorded {
+            id: r.id()?,
+            key: r.string()?,
+            result: r.string()?,
         },
         _ => return Err(DecodeError("unknown record type")),
     };
@@ -468,6 +516,12 @@ impl Writer<'_> {
         self.opt_time(task.expires_at);
         self.opt_str(task.idempotency_key.as_deref());
         self.opt_str(task.partition_key.as_deref());
+        self.opt_str(task.limit_key.as_deref());
+        self.uint(task.effects.len() as u64);
+        for (key, result) in &task.effects {
+            self.str(key);
+            self.str(result);
+        }
         self.time(task.created_at);
         self.uint(task.fence.0);
         self.opt_time(task.lease_expires_at);
@@ -500,6 +554,35 @@ impl Writer<'_> {
         self.uint(u64::from(config.completed_retain));
         self.uint(config.dead_retain);
         self.u8(u8::from(config.paused));
+        for limit in [config.rate_limit, config.key_rate_limit] {
+            match limit {
+                Some(limit) => {
+                    self.u8(1);
+                    self.0
+                        .extend_from_slice(&limit.rate.to_bits().to_le_bytes());
+                    self.uint(u64::from(limit.burst));
+                }
+                None => self.u8(0),
+            }
+        }
+        for max in [config.concurrency_max, config.key_concurrency_max] {
+            match max {
+                Some(max) => {
+                    self.u8(1);
+                    self.uint(u64::from(max));
+                }
+                None => self.u8(0),
+            }
+        }
+        match config.watermarks {
+            Some(marks) => {
+                self.u8(1);
+                self.uint(marks.high);
+                self.uint(marks.low);
+            }
+            None => self.u8(0),
+        }
+        self.opt_duration(config.ttl);
     }
 
     fn totals(&mut self, totals: &QueueTotals) {
@@ -520,6 +603,10 @@ impl Writer<'_> {
             totals.replayed,
             totals.cancelled,
             totals.stale_refused,
+            totals.rejected_overloaded,
+            totals.throttled_rate,
+            totals.throttled_concurrency,
+            totals.effects_recorded,
         ] {
             self.uint(value);
         }
@@ -681,6 +768,8 @@ impl Reader<'_> {
             expires_at: self.opt_time()?,
             idempotency_key: self.opt_string()?,
             partition_key: self.opt_string()?,
+            limit_key: self.opt_string()?,
+            effects: self.effects()?,
             created_at: self.time()?,
             fence: Fence(self.uint()?),
             lease_expires_at: self.opt_time()?,
@@ -712,7 +801,52 @@ impl Reader<'_> {
             completed_retain: self.u32()?,
             dead_retain: self.uint()?,
             paused: self.bool()?,
+            rate_limit: self.opt_rate_limit()?,
+            key_rate_limit: self.opt_rate_limit()?,
+            concurrency_max: self.opt_u32()?,
+            key_concurrency_max: self.opt_u32()?,
+            watermarks: if self.bool()? {
+                Some(Watermarks {
+                    high: self.uint()?,
+                    low: self.uint()?,
+                })
+            } else {
+                None
+            },
+            ttl: self.opt_duration()?,
         })
+    }
+
+    fn opt_rate_limit(&mut self) -> Result<Option<RateLimit>, DecodeError> {
+        Ok(if self.bool()? {
+            Some(RateLimit {
+                rate: f64::from_bits(u64::from_le_bytes(
+                    self.take(8)?.try_into().expect("took 8 bytes"),
+                )),
+                burst: self.u32()?,
+            })
+        } else {
+            None
+        })
+    }
+
+    fn opt_u32(&mut self) -> Result<Option<u32>, DecodeError> {
+        Ok(if self.bool()? {
+            Some(self.u32()?)
+        } else {
+            None
+        })
+    }
+
+    fn effects(&mut self) -> Result<Effects, DecodeError> {
+        let count = self.len()?;
+        let mut effects = Effects::new();
+        for _ in 0..count {
+            let key = self.string()?;
+            let result = self.string()?;
+            effects.insert(key, result);
+        }
+        Ok(effects)
     }
 
     fn totals(&mut self) -> Result<QueueTotals, DecodeError> {
@@ -735,6 +869,10 @@ impl Reader<'_> {
             replayed: self.uint()?,
             cancelled: self.uint()?,
             stale_refused: self.uint()?,
+            rejected_overloaded: self.uint()?,
+            throttled_rate: self.uint()?,
+            throttled_concurrency: self.uint()?,
+            effects_recorded: self.uint()?,
         })
     }
 }
@@ -753,6 +891,7 @@ mod tests {
             .header("traceparent", "00-abc-def-01")
             .idempotency_key(format!("order-{seed}"))
             .partition_key("customer-7")
+            .limit_key("tenant-3")
             .ttl(Duration::from_secs(60))
             .timeout(Duration::from_secs(5));
         let mut task = Task::from_new(
@@ -764,6 +903,8 @@ mod tests {
         );
         task.last_error = Some("downstream timed out".into());
         task.dead_reason = Some(DeadReason::Expired);
+        task.effects
+            .insert("charge".into(), format!("{{\"receipt\":{seed}}}"));
         task
     }
 
@@ -816,6 +957,16 @@ mod tests {
                     length_max: Some(n % 1000 + 1),
                     overflow: OverflowPolicy::DeadLetterOldest,
                     paused,
+                    rate_limit: Some(RateLimit {
+                        rate: (n % 997) as f64 / 7.0 + 0.5,
+                        burst: (n % 50) as u32 + 1,
+                    }),
+                    key_concurrency_max: Some((n % 9) as u32 + 1),
+                    watermarks: Some(Watermarks {
+                        high: n % 1000 + 10,
+                        low: n % 10,
+                    }),
+                    ttl: Some(Duration::from_millis(n % 100_000 + 1)),
                     ..QueueConfig::default()
                 },
             }),
@@ -842,13 +993,23 @@ mod tests {
             }),
             id.prop_map(|id| Record::IdFloor { id }),
             any::<u32>().prop_map(|epoch| Record::Opened { epoch }),
-            any::<[u64; 3]>().prop_map(|n| Record::Counted {
+            any::<[u64; 6]>().prop_map(|n| Record::Counted {
                 queue: QueueName::new("q").unwrap(),
                 counts: Counts {
                     deduplicated: n[0],
                     rejected_full: n[1],
                     stale_refused: n[2],
+                    rejected_overloaded: n[3],
+                    throttled_rate: n[4],
+                    throttled_concurrency: n[5],
                 },
+            }),
+            (any::<u128>(), "[a-z:]{1,20}", ".{0,40}").prop_map(|(id, key, result)| {
+                Record::EffectRecorded {
+                    id: TaskId::from_u128(id),
+                    key,
+                    result,
+                }
             }),
         ]
     }

@@ -13,20 +13,25 @@
 //!   unfinished tasks of its partition key, if it has one);
 //! - `due` holds exactly the scheduled and retrying tasks, `leases` exactly the active ones,
 //!   `ttl` exactly the waiting tasks that have an expiry;
-//! - `dead_by_reason` partitions `by_state[Dead]`.
+//! - `dead_by_reason` partitions `by_state[Dead]`;
+//! - `key_active` counts the active tasks of each limit key (keys with none are absent).
+//!
+//! Backpressure state that is not logged (token buckets, the watermark gate, the drain meter)
+//! lives beside the indexes in each queue's `Limiter`; it starts fresh after a restart.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use floodway_backpressure::{DrainMeter, TokenBucket, WatermarkGate};
 use floodway_core::broker::{validate_batch, validate_lease_duration};
 use floodway_core::task::truncate_error;
 use floodway_core::{
-    BrokerError, DeadReason, DeadSelector, Enqueued, Event, FailOutcome, Failure, Fence,
-    IdGenerator, Lease, LeaseRef, NewTask, OverflowPolicy, QueueConfig, QueueName, QueueStats,
-    QueueTotals, Refusal, Reservation, ReserveRequest, StateCounts, Task, TaskFilter, TaskId,
-    TaskState, Timestamp, limits, transition,
+    BrokerError, DeadReason, DeadSelector, EffectRecord, Enqueued, Event, FailOutcome, Failure,
+    Fence, IdGenerator, Lease, LeaseRef, NewTask, OverflowPolicy, QueueConfig, QueueName,
+    QueueStats, QueueTotals, Refusal, Reservation, ReserveRequest, StateCounts, Task, TaskFilter,
+    TaskId, TaskState, Timestamp, limits, transition,
 };
 
 use crate::record::{self, Counts, Record};
@@ -102,10 +107,130 @@ fn footprint(task: &Task) -> u64 {
         .map(|(n, v)| n.len() + v.len() + 2)
         .sum();
     let keys = task.idempotency_key.as_ref().map_or(0, String::len)
-        + task.partition_key.as_ref().map_or(0, String::len);
-    (FIXED + task.queue.as_str().len() + task.kind.len() + task.payload.len() + headers + keys)
-        as u64
+        + task.partition_key.as_ref().map_or(0, String::len)
+        + task.limit_key.as_ref().map_or(0, String::len);
+    let effects: usize = task.effects.iter().map(|(k, r)| k.len() + r.len()).sum();
+    (FIXED
+        + task.queue.as_str().len()
+        + task.kind.len()
+        + task.payload.len()
+        + headers
+        + keys
+        + effects) as u64
 }
+
+/// Picks up to `max` eligible ready tasks of a queue with rate or concurrency limits, in
+/// reservation order, and takes their tokens; says which limit held back an eligible task.
+/// See the "Reservation limits" rule of `Broker`'s docs.
+fn choose_limited(
+    q: &mut Queue,
+    tasks: &HashMap<TaskId, Arc<Task>>,
+    max: usize,
+    now: Timestamp,
+) -> (Vec<TaskId>, Option<Throttle>) {
+    let at = since_epoch(now);
+    let config = &q.config;
+    let limiter = &mut q.limiter;
+    limiter.token_due = None;
+    let active = q.by_state[TaskState::Active.index()].len();
+    let slots = config
+        .concurrency_max
+        .map_or(usize::MAX, |m| (m as usize).saturating_sub(active));
+    let tokens = match config.rate_limit {
+        Some(limit) => {
+            let bucket = limiter
+                .bucket
+                .get_or_insert_with(|| limit.bucket(at).expect("validated by configure"));
+            bucket.available(at) as usize
+        }
+        None => usize::MAX,
+    };
+    if limiter.key_buckets.len() > KEY_BUCKETS_SWEEP_AT {
+        limiter
+            .key_buckets
+            .retain(|_, bucket| bucket.available(at) < bucket.burst());
+    }
+    let room = max.min(slots).min(tokens);
+    let mut held_by_rate = false;
+    let mut held_by_concurrency = false;
+    let mut taken_per_key: HashMap<&str, u32> = HashMap::new();
+    let mut chosen = Vec::new();
+    let mut passed_over = 0;
+    // The soonest a bucket that held a task back has a token again.
+    let mut token_wait: Option<Duration> = None;
+    let mut note_wait = |wait: Duration| {
+        token_wait = Some(token_wait.map_or(wait, |w| w.min(wait)));
+    };
+    for &(_, _, id) in &q.ready {
+        let task = &tasks[&id];
+        if let Some(key) = task.limit_key.as_deref() {
+            let taken = taken_per_key.get(key).copied().unwrap_or(0);
+            let key_full = config
+                .key_concurrency_max
+                .is_some_and(|kmax| q.key_active.get(key).copied().unwrap_or(0) + taken >= kmax);
+            let key_dry = !key_full
+                && config.key_rate_limit.is_some_and(|limit| {
+                    let bucket = limiter
+                        .key_buckets
+                        .entry(key.to_owned())
+                        .or_insert_with(|| limit.bucket(at).expect("validated by configure"));
+                    let dry = bucket.available(at) == 0;
+                    if dry {
+                        note_wait(bucket.next_token_in(at));
+                    }
+                    dry
+                });
+            if key_full || key_dry {
+                held_by_concurrency |= key_full;
+                held_by_rate |= key_dry;
+                passed_over += 1;
+                if passed_over > limits::LIMITED_SCAN_MAX {
+                    break;
+                }
+                continue;
+            }
+        }
+        // An eligible task: take it, unless the call is full or a queue limit says no.
+        if chosen.len() == max {
+            break;
+        }
+        if chosen.len() == room {
+            if room == tokens {
+                held_by_rate = true;
+            } else {
+                held_by_concurrency = true;
+            }
+            break;
+        }
+        if let Some(key) = task.limit_key.as_deref() {
+            *taken_per_key.entry(key).or_default() += 1;
+            if let Some(bucket) = limiter.key_buckets.get_mut(key) {
+                bucket.take_up_to(1, at);
+            }
+        }
+        chosen.push(id);
+    }
+    if let Some(bucket) = limiter.bucket.as_mut() {
+        bucket.take_up_to(chosen.len() as u32, at);
+        if held_by_rate && chosen.len() == tokens {
+            note_wait(bucket.next_token_in(at));
+        }
+    }
+    // A waiting reserve looks again when the next token that would let a task through is due.
+    limiter.token_due =
+        token_wait.map(|wait| now.saturating_add(wait.max(Duration::from_millis(1))));
+    let throttle = if held_by_rate {
+        Some(Throttle::Rate)
+    } else if held_by_concurrency {
+        Some(Throttle::Concurrency)
+    } else {
+        None
+    };
+    (chosen, throttle)
+}
+
+/// Above this many per-key buckets, a reserve drops the full ones (a new bucket is full too).
+const KEY_BUCKETS_SWEEP_AT: usize = 10_000;
 
 /// Ends a task's lease because its holder finished with it (ack, fail, release).
 fn end_lease(task: &mut Task) {
@@ -136,14 +261,71 @@ struct Queue {
     partitions: HashMap<String, BTreeSet<TaskId>>,
     /// True while the queue is listed in [`State::woken`].
     woken: bool,
+    /// Active tasks per limit key (keys with none are absent).
+    key_active: HashMap<String, u32>,
+    /// Backpressure state that lives only in memory (see [`Limiter`]).
+    limiter: Limiter,
+}
+
+/// A queue's backpressure state that is not logged: token buckets, the watermark gate and the
+/// drain meter. It is rebuilt fresh (buckets full, gate accepting) when the configuration
+/// changes or the broker restarts, as `Broker`'s docs allow.
+#[derive(Debug, Default)]
+struct Limiter {
+    /// The queue's bucket, created full on first use.
+    bucket: Option<TokenBucket>,
+    /// One bucket per limit key, created full on first use; full ones are dropped now and
+    /// then, since a new bucket is full too.
+    key_buckets: HashMap<String, TokenBucket>,
+    gate: Option<WatermarkGate>,
+    drain: DrainMeter,
+    /// When a reserve was last held back by a rate limit: the time its next token is due, so
+    /// a waiting reserve knows when to look again.
+    token_due: Option<Timestamp>,
+}
+
+impl Limiter {
+    fn new(config: &QueueConfig) -> Self {
+        Limiter {
+            gate: config
+                .watermarks
+                .and_then(|marks| WatermarkGate::new(marks).ok()),
+            ..Limiter::default()
+        }
+    }
+}
+
+/// Which limit cut a reserve call short.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Throttle {
+    /// A rate limit, the queue's or a key's.
+    Rate,
+    /// A concurrency limit, the queue's or a key's.
+    Concurrency,
+}
+
+/// The broker's clock as the backpressure primitives take it: time since the Unix epoch.
+fn since_epoch(now: Timestamp) -> Duration {
+    Duration::from_millis(now.as_millis())
 }
 
 impl Queue {
     fn new(config: QueueConfig) -> Self {
         Queue {
+            limiter: Limiter::new(&config),
             config,
             ..Queue::default()
         }
+    }
+
+    /// True while the watermark gate refuses enqueues: it crossed the high watermark and the
+    /// queue has not yet come down to the low one, or the queue is above the high watermark
+    /// now (a gate fresh after a restart has not seen the crossing, but will refuse).
+    fn refusing(&self) -> bool {
+        self.limiter.gate.as_ref().is_some_and(|gate| {
+            let length = self.length();
+            (gate.is_refusing() && length > gate.marks().low) || length > gate.marks().high
+        })
     }
 
     fn count(&self, state: TaskState) -> u64 {
@@ -240,6 +422,25 @@ impl State {
         let new_count = plan.iter().filter(|p| p.is_none()).count() as u64;
         let duplicates = tasks.len() as u64 - new_count;
         let length = self.queues.get(queue).map_or(0, Queue::length);
+        if new_count > 0
+            && let Some(q) = self.queues.get_mut(queue)
+            && let Some(gate) = q.limiter.gate.as_mut()
+            && !gate.admit(length, new_count)
+        {
+            let marks = gate.marks();
+            q.limiter
+                .drain
+                .observe(since_epoch(now), q.totals.completed);
+            let retry_after = q.limiter.drain.time_to_drain(length - marks.low);
+            self.count(queue, Counts::REJECTED_OVERLOADED, log);
+            return Err(BrokerError::Overloaded {
+                queue: queue.clone(),
+                length,
+                high: marks.high,
+                low: marks.low,
+                retry_after,
+            });
+        }
         let limit = config.length_limit();
         if new_count > limit {
             return Err(BrokerError::invalid(
@@ -320,27 +521,32 @@ impl State {
         Ok(results)
     }
 
-    /// Leases up to `request.max` eligible tasks. See `Broker::reserve`.
+    /// Leases up to `request.max` eligible tasks. See `Broker::reserve`. Also says which
+    /// limit, if any, held back an eligible task while fewer than `max` were leased; the
+    /// caller counts it once per call with [`State::count_throttle`].
     pub(crate) fn reserve(
         &mut self,
         request: &ReserveRequest,
         now: Timestamp,
         log: &mut Vec<u8>,
-    ) -> Result<Vec<Reservation>, BrokerError> {
+    ) -> Result<(Vec<Reservation>, Option<Throttle>), BrokerError> {
         request.validate()?;
         self.tick_queue(&request.queue, now, log);
-        let Some(queue) = self.queues.get(&request.queue) else {
-            return Ok(Vec::new());
+        let Some(queue) = self.queues.get_mut(&request.queue) else {
+            return Ok((Vec::new(), None));
         };
         if queue.config.paused {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
+        let (chosen, throttle) = if queue.config.limits_reservations() {
+            choose_limited(queue, &self.tasks, request.max, now)
+        } else {
+            let ids = queue.ready.iter().take(request.max).map(|k| k.2).collect();
+            (ids, None)
+        };
         let expires_at = now.saturating_add(request.lease);
-        let mut reservations = Vec::with_capacity(request.max.min(queue.ready.len()));
-        while reservations.len() < request.max {
-            let Some(&(_, _, id)) = self.queues[&request.queue].ready.first() else {
-                break;
-            };
+        let mut reservations = Vec::with_capacity(chosen.len());
+        for id in chosen {
             let fence = Fence(self.tasks[&id].fence.0.max(self.fence_base())).next();
             self.commit(
                 Record::Reserved {
@@ -360,7 +566,69 @@ impl State {
                 },
             });
         }
-        Ok(reservations)
+        let throttle = throttle.filter(|_| reservations.len() < request.max);
+        Ok((reservations, throttle))
+    }
+
+    /// Counts one reserve call cut short by `throttle` in the queue's totals.
+    pub(crate) fn count_throttle(
+        &mut self,
+        queue: &QueueName,
+        throttle: Throttle,
+        log: &mut Vec<u8>,
+    ) {
+        if self.queues.contains_key(queue) {
+            let counts = match throttle {
+                Throttle::Rate => Counts::THROTTLED_RATE,
+                Throttle::Concurrency => Counts::THROTTLED_CONCURRENCY,
+            };
+            self.count(queue, counts, log);
+        }
+    }
+
+    /// Records side effects on their tasks. See `Broker::record_effects`.
+    pub(crate) fn record_effects(
+        &mut self,
+        effects: Vec<EffectRecord>,
+        now: Timestamp,
+        log: &mut Vec<u8>,
+    ) -> Result<Vec<Result<(), Refusal>>, BrokerError> {
+        validate_batch(effects.len())?;
+        let mut keys_after: HashMap<TaskId, std::collections::BTreeSet<&str>> = HashMap::new();
+        for effect in &effects {
+            effect.validate()?;
+            if let Some(task) = self.tasks.get(&effect.lease.task_id) {
+                let keys = keys_after
+                    .entry(task.id)
+                    .or_insert_with(|| task.effects.keys().map(String::as_str).collect());
+                keys.insert(&effect.key);
+                if keys.len() > limits::EFFECTS_MAX {
+                    return Err(BrokerError::invalid(
+                        "effects",
+                        format!(
+                            "task {} would hold more than {} effects",
+                            task.id,
+                            limits::EFFECTS_MAX
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(effects
+            .into_iter()
+            .map(|effect| {
+                self.check_lease(&effect.lease, Event::Extend, now, log)?;
+                self.commit(
+                    Record::EffectRecorded {
+                        id: effect.lease.task_id,
+                        key: effect.key,
+                        result: effect.result,
+                    },
+                    log,
+                );
+                Ok(())
+            })
+            .collect())
     }
 
     /// Completes leased tasks. See `Broker::ack`.
@@ -692,6 +960,7 @@ impl State {
                 counts,
                 totals: q.totals,
                 oldest_ready_age: oldest_ready.map(|at| now.saturating_since(at)),
+                refusing: q.refusing(),
             }
         };
         match queue {
@@ -714,6 +983,7 @@ impl State {
             .into_iter()
             .flatten()
             .map(|(at, _)| *at)
+            .chain(q.limiter.token_due)
             .min()
     }
 
@@ -802,6 +1072,12 @@ impl State {
                     .entry(queue.clone())
                     .or_insert_with(|| Queue::new(config.clone()));
                 let was_paused = q.config.paused;
+                if q.config.rate_limit != config.rate_limit
+                    || q.config.key_rate_limit != config.key_rate_limit
+                    || q.config.watermarks != config.watermarks
+                {
+                    q.limiter = Limiter::new(&config);
+                }
                 q.config = config;
                 if was_paused && !q.config.paused && !q.ready.is_empty() && !q.woken {
                     q.woken = true;
@@ -944,6 +1220,21 @@ impl State {
                 totals.deduplicated += counts.deduplicated;
                 totals.rejected_full += counts.rejected_full;
                 totals.stale_refused += counts.stale_refused;
+                totals.rejected_overloaded += counts.rejected_overloaded;
+                totals.throttled_rate += counts.throttled_rate;
+                totals.throttled_concurrency += counts.throttled_concurrency;
+            }
+            Record::EffectRecorded { id, key, result } => {
+                let task = self
+                    .tasks
+                    .get_mut(&id)
+                    .ok_or_else(|| ApplyError(format!("effect of unknown task {id}")))?;
+                let task = Arc::make_mut(task);
+                self.live_bytes += (key.len() + result.len()) as u64;
+                if let Some(old) = task.effects.insert(key.clone(), result) {
+                    self.live_bytes -= (key.len() + old.len()) as u64;
+                }
+                self.totals_of(id)?.effects_recorded += 1;
             }
             Record::IdempotencyKey {
                 queue,
@@ -1256,6 +1547,9 @@ impl State {
             TaskState::Active => {
                 let expires_at = task.lease_expires_at.expect("an active task has a lease");
                 q.leases.insert((expires_at, id));
+                if let Some(key) = &task.limit_key {
+                    *q.key_active.entry(key.clone()).or_default() += 1;
+                }
             }
             TaskState::Dead => {
                 let reason = task.dead_reason.expect("a dead task has a reason");
@@ -1289,6 +1583,21 @@ impl State {
             TaskState::Active => {
                 if let Some(expires_at) = task.lease_expires_at {
                     q.leases.remove(&(expires_at, id));
+                }
+                if let Some(key) = &task.limit_key
+                    && let Some(active) = q.key_active.get_mut(key)
+                {
+                    *active -= 1;
+                    if *active == 0 {
+                        q.key_active.remove(key);
+                    }
+                }
+                // A slot came free: a reserve waiting on a concurrency limit may proceed.
+                if (q.config.concurrency_max.is_some() || q.config.key_concurrency_max.is_some())
+                    && !q.woken
+                {
+                    q.woken = true;
+                    self.woken.push(task.queue.clone());
                 }
             }
             TaskState::Dead => {
@@ -1423,6 +1732,16 @@ impl State {
                 .filter(|id| self.tasks[id].expires_at.is_some())
                 .count();
             assert_eq!(q.ttl.len(), with_ttl, "ttl index of {name}");
+            let mut key_active: HashMap<String, u32> = HashMap::new();
+            for id in &q.by_state[TaskState::Active.index()] {
+                if let Some(key) = &self.tasks[id].limit_key {
+                    *key_active.entry(key.clone()).or_default() += 1;
+                }
+            }
+            assert_eq!(
+                q.key_active, key_active,
+                "active tasks per limit key of {name}"
+            );
         }
         assert_eq!(seen, self.tasks.len(), "a task is missing from by_state");
         let footprints: u64 = self.tasks.values().map(|t| footprint(t)).sum();
@@ -1481,7 +1800,7 @@ mod tests {
             .enqueue(&queue, tasks, at(0), &mut FixedRandom, &mut log)
             .unwrap();
         let request = ReserveRequest::new(queue.clone(), 7, Duration::from_secs(1));
-        let held = state.reserve(&request, at(1), &mut log).unwrap();
+        let held = state.reserve(&request, at(1), &mut log).unwrap().0;
         state
             .ack(&[held[0].lease.as_ref()], at(2), &mut log)
             .unwrap();
@@ -1527,7 +1846,7 @@ mod tests {
             .enqueue(&queue, tasks, at(0), &mut FixedRandom, &mut log)
             .unwrap();
         let request = ReserveRequest::new(queue.clone(), 3, Duration::from_secs(1));
-        let held = state.reserve(&request, at(1), &mut log).unwrap();
+        let held = state.reserve(&request, at(1), &mut log).unwrap().0;
         let captured = state.capture(at(2));
         let at_capture = replay(&log);
 

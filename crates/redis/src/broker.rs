@@ -25,13 +25,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use floodway_backpressure::DrainMeter;
 use floodway_core::broker::{validate_batch, validate_lease_duration};
 use floodway_core::task::truncate_error;
 use floodway_core::{
-    Broker, BrokerError, Capabilities, DeadCounts, DeadSelector, Enqueued, FailOutcome, Failure,
-    Fence, Lease, LeaseRef, LeaseResults, NewTask, QueueConfig, QueueName, QueueStats, QueueTotals,
-    Refusal, Reservation, ReserveRequest, RetryDecision, StateCounts, Task, TaskFilter, TaskId,
-    TaskState, Timestamp, limits as core_limits,
+    Broker, BrokerError, Capabilities, DeadCounts, DeadSelector, EffectRecord, Enqueued,
+    FailOutcome, Failure, Fence, Lease, LeaseRef, LeaseResults, NewTask, QueueConfig, QueueName,
+    QueueStats, QueueTotals, Refusal, Reservation, ReserveRequest, RetryDecision, StateCounts,
+    Task, TaskFilter, TaskId, TaskState, Timestamp, limits as core_limits,
 };
 use redis::{RedisError, Script, Value};
 
@@ -87,6 +88,11 @@ pub(crate) struct Inner {
     spread: AtomicUsize,
     /// Every primary's settings, as last inspected.
     nodes: Mutex<Vec<NodeReport>>,
+    /// How fast each queue shard completes tasks, fed with the shard's completed total
+    /// whenever an enqueue is refused as overloaded or stats are read; read for the
+    /// `retry_after` of [`BrokerError::Overloaded`]. Holds at most
+    /// [`limits::DRAIN_METERS_MAX`] shards; others get the meter's "unknown" hint.
+    meters: Mutex<HashMap<(QueueName, u16), DrainMeter>>,
     maintenance: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
@@ -362,6 +368,7 @@ impl RedisBroker {
             wakers: Wakers::default(),
             spread: AtomicUsize::new(0),
             nodes: Mutex::new(nodes),
+            meters: Mutex::new(HashMap::new()),
             maintenance: Mutex::new(None),
             options,
         });
@@ -805,10 +812,15 @@ impl Inner {
 
     /// Reserves from the queue's shards once, without waiting. Answers the reservations and
     /// when (on the broker's clock, relative to its now) something may next become ready.
+    ///
+    /// `last` says whether the caller returns whatever this look finds (no wait, or the wait
+    /// is over): only then may a look that finds nothing count the queue as throttled, so
+    /// that a waiting reserve counts once, at its end, and not on every look.
     async fn reserve_once(
         &self,
         request: &ReserveRequest,
         entry: QueueEntry,
+        last: bool,
     ) -> Result<(Vec<Reservation>, Option<Duration>), BrokerError> {
         let shards = self.shards(&request.queue, entry);
         let start = if shards.len() > 1 {
@@ -818,6 +830,8 @@ impl Inner {
         };
         let mut reserved = Vec::new();
         let mut soonest: Option<Duration> = None;
+        // Set once a shard counted the queue throttled: a call counts once.
+        let mut counted = false;
         for offset in 0..shards.len() {
             let want = request.max - reserved.len();
             if want == 0 {
@@ -831,20 +845,30 @@ impl Inner {
                     None => Vec::new(),
                     Some(worker) => [b"+", worker.as_bytes()].concat(),
                 })
-                .num(self.options.housekeeping_batch);
+                .num(self.options.housekeeping_batch)
+                .num(entry.shards)
+                .push(match (counted, last) {
+                    (true, _) => "-",
+                    (false, true) => "1",
+                    (false, false) => "0",
+                });
             let reply = self
                 .run(&SCRIPTS.reserve, &shard.key, Missing::Lost, args)
                 .await?;
             if status(&reply)? != "ok" {
                 continue;
             }
+            if reply.len() < 4 {
+                return Err(unexpected(&Value::Array(reply)));
+            }
             let now = as_int(&reply[1])?;
             let next = as_int(&reply[2])?;
+            counted |= as_int(&reply[3])? == 1;
             if next >= 0 {
                 let wait = Duration::from_millis(next.saturating_sub(now).max(0) as u64);
                 soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
             }
-            for task in self.tasks(shard, &reply[3..])? {
+            for task in self.tasks(shard, &reply[4..])? {
                 let lease = Lease {
                     task_id: task.id,
                     fence: task.fence,
@@ -891,56 +915,73 @@ impl Inner {
         queue: &QueueName,
         entry: QueueEntry,
     ) -> Result<Option<QueueStats>, BrokerError> {
+        /// Values before the configuration in the stats script's answer: status, now,
+        /// earliest ready run-at, refusing.
+        const HEAD: usize = 4;
+        /// Counters after the configuration: seven state counts and 20 totals.
+        const COUNTERS: usize = 7 + 20;
         let mut total: Option<QueueStats> = None;
         for shard in self.shards(queue, entry) {
+            let mut args = Args::default();
+            args.num(entry.shards);
             let reply = self
-                .run(&SCRIPTS.stats, &shard.key, Missing::Lost, Args::default())
+                .run(&SCRIPTS.stats, &shard.key, Missing::Lost, args)
                 .await?;
             if status(&reply)? != "ok" {
                 return Ok(None);
             }
-            let now = as_int(&reply[1])?;
-            let earliest = as_int(&reply[2])?;
-            let fields: Vec<String> = reply[3..].iter().map(as_text).collect::<Result<_, _>>()?;
-            if fields.len() != 30 {
+            if reply.len() != HEAD + codec::CONFIG_FIELDS + COUNTERS {
                 return Err(unexpected(&Value::Array(reply)));
             }
-            let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
-            let config = codec::decode_config(&refs[..7]).map_err(malformed)?;
-            let n = |i: usize| -> Result<u64, BrokerError> {
-                refs[i]
-                    .parse()
-                    .map_err(|_| BrokerError::Unavailable(format!("bad counter {:?}", refs[i])))
-            };
+            let now = as_int(&reply[1])?;
+            let earliest = as_int(&reply[2])?;
+            let refusing = as_int(&reply[3])? == 1;
+            let fields: Vec<String> = reply[HEAD..]
+                .iter()
+                .map(as_text)
+                .collect::<Result<_, _>>()?;
+            let (config, counters) = fields.split_at(codec::CONFIG_FIELDS);
+            let config: Vec<&str> = config.iter().map(String::as_str).collect();
+            let config = codec::decode_config(&config).map_err(malformed)?;
+            let mut counters = counters.iter().map(|text| {
+                text.parse::<u64>()
+                    .map_err(|_| BrokerError::Unavailable(format!("bad counter {text:?}")))
+            });
+            let mut n = || counters.next().expect("counted above");
             let counts = StateCounts {
-                scheduled: n(7)?,
-                ready: n(8)?,
-                active: n(9)?,
-                retrying: n(10)?,
-                completed: n(11)?,
-                dead: n(12)?,
-                cancelled: n(13)?,
+                scheduled: n()?,
+                ready: n()?,
+                active: n()?,
+                retrying: n()?,
+                completed: n()?,
+                dead: n()?,
+                cancelled: n()?,
             };
             let totals = QueueTotals {
-                enqueued: n(14)?,
-                deduplicated: n(15)?,
-                rejected_full: n(16)?,
-                reserved: n(17)?,
-                completed: n(18)?,
-                retried: n(19)?,
-                released: n(20)?,
-                leases_expired: n(21)?,
+                enqueued: n()?,
+                deduplicated: n()?,
+                rejected_full: n()?,
+                reserved: n()?,
+                completed: n()?,
+                retried: n()?,
+                released: n()?,
+                leases_expired: n()?,
                 dead: DeadCounts {
-                    max_attempts: n(22)?,
-                    expired: n(23)?,
-                    overflow: n(24)?,
-                    permanent_failure: n(25)?,
+                    max_attempts: n()?,
+                    expired: n()?,
+                    overflow: n()?,
+                    permanent_failure: n()?,
                 },
-                dead_dropped: n(26)?,
-                replayed: n(27)?,
-                cancelled: n(28)?,
-                stale_refused: n(29)?,
+                dead_dropped: n()?,
+                replayed: n()?,
+                cancelled: n()?,
+                stale_refused: n()?,
+                rejected_overloaded: n()?,
+                throttled_rate: n()?,
+                throttled_concurrency: n()?,
+                effects_recorded: n()?,
             };
+            self.observe_drain(queue, shard.home.shard, now, totals.completed);
             let age = (earliest >= 0)
                 .then(|| Duration::from_millis(now.saturating_sub(earliest).max(0) as u64));
             let stats = QueueStats {
@@ -949,6 +990,7 @@ impl Inner {
                 counts,
                 totals,
                 oldest_ready_age: age,
+                refusing,
             };
             total = Some(match total {
                 None => stats,
@@ -956,6 +998,19 @@ impl Inner {
             });
         }
         Ok(total)
+    }
+
+    /// Feeds a queue shard's drain meter with its completed total at `now` (the broker's
+    /// clock, in ms); answers the meter's hint for working off `backlog` tasks.
+    fn observe_drain(&self, queue: &QueueName, shard: u16, now: i64, completed: u64) -> DrainMeter {
+        let mut meters = self.meters.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (queue.clone(), shard);
+        if !meters.contains_key(&key) && meters.len() >= limits::DRAIN_METERS_MAX {
+            return DrainMeter::new();
+        }
+        let meter = meters.entry(key).or_default();
+        meter.observe(Duration::from_millis(now.max(0) as u64), completed);
+        meter.clone()
     }
 
     /// The dead letters a selector picks, oldest first.
@@ -1039,11 +1094,33 @@ fn add_stats(mut sum: QueueStats, other: QueueStats) -> QueueStats {
     a.replayed += b.replayed;
     a.cancelled += b.cancelled;
     a.stale_refused += b.stale_refused;
+    a.rejected_overloaded += b.rejected_overloaded;
+    a.throttled_rate += b.throttled_rate;
+    a.throttled_concurrency += b.throttled_concurrency;
+    a.effects_recorded += b.effects_recorded;
+    sum.refusing |= other.refusing;
     sum.oldest_ready_age = match (sum.oldest_ready_age, other.oldest_ready_age) {
         (Some(x), Some(y)) => Some(x.max(y)),
         (x, y) => x.or(y),
     };
     sum
+}
+
+/// The error of an effects script that refused the call as a whole: a task would hold more
+/// than [`core_limits::EFFECTS_MAX`] effects.
+fn too_many_effects(reply: &[Value]) -> Result<(), BrokerError> {
+    match status(reply)?.as_str() {
+        "ok" => Ok(()),
+        "invalid" => Err(BrokerError::invalid(
+            "effects",
+            format!(
+                "a task may hold at most {} effects; this call would give one {}",
+                core_limits::EFFECTS_MAX,
+                reply.get(2).map(as_int).transpose()?.unwrap_or_default()
+            ),
+        )),
+        _ => Err(unexpected(&Value::Array(reply.to_vec()))),
+    }
 }
 
 /// Stable FNV-1a, to choose a key's shard the same way in every process and version.
@@ -1084,7 +1161,8 @@ impl Broker for RedisBroker {
             task.validate()?;
         }
         let entry = inner.ensure(queue, &QueueConfig::default()).await?;
-        // Which shard takes each task: its partition key's, else its idempotency key's (so
+        // Which shard takes each task: its partition key's, else its limit key's (so that a
+        // key's rate and concurrency are counted in one place), else its idempotency key's (so
         // that a key always meets its earlier use), else the next in turn.
         let mut per_shard: Vec<Vec<usize>> = vec![Vec::new(); usize::from(entry.shards)];
         for (index, task) in tasks.iter().enumerate() {
@@ -1093,6 +1171,7 @@ impl Broker for RedisBroker {
             } else if let Some(key) = task
                 .partition_key
                 .as_ref()
+                .or(task.limit_key.as_ref())
                 .or(task.idempotency_key.as_ref())
             {
                 (fnv1a(key.as_bytes()) % u64::from(entry.shards)) as usize
@@ -1122,6 +1201,25 @@ impl Broker for RedisBroker {
                 .await?;
             match status(&reply)?.as_str() {
                 "ok" => {}
+                "overloaded" => {
+                    let [_, length, high, low, completed, now] = &reply[..] else {
+                        return Err(unexpected(&Value::Array(reply)));
+                    };
+                    let (length, low) = (as_int(length)? as u64, as_int(low)? as u64);
+                    let meter = inner.observe_drain(
+                        queue,
+                        shard.home.shard,
+                        as_int(now)?,
+                        as_int(completed)? as u64,
+                    );
+                    return Err(BrokerError::Overloaded {
+                        queue: queue.clone(),
+                        length,
+                        high: as_int(high)? as u64,
+                        low,
+                        retry_after: meter.time_to_drain(length.saturating_sub(low)),
+                    });
+                }
                 "full" => {
                     return Err(BrokerError::QueueFull {
                         queue: queue.clone(),
@@ -1195,12 +1293,15 @@ impl Broker for RedisBroker {
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
             let entry = inner.lookup(&request.queue).await?.filter(|e| e.created);
+            // The look at or after the deadline is the last; one that finds nothing before it
+            // is followed by another (at the deadline at the latest).
+            let last = request.wait.is_zero() || tokio::time::Instant::now() >= deadline;
             let (reserved, soonest) = match entry {
-                Some(entry) => inner.reserve_once(&request, entry).await?,
+                Some(entry) => inner.reserve_once(&request, entry, last).await?,
                 None => (Vec::new(), None),
             };
             let now = tokio::time::Instant::now();
-            if !reserved.is_empty() || request.wait.is_zero() || now >= deadline {
+            if !reserved.is_empty() || last {
                 return Ok(reserved);
             }
             if waiting.is_none() {
@@ -1346,6 +1447,76 @@ impl Broker for RedisBroker {
                 },
             )
             .await
+    }
+
+    async fn record_effects(
+        &self,
+        effects: Vec<EffectRecord>,
+    ) -> Result<LeaseResults, BrokerError> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        validate_batch(effects.len())?;
+        for effect in &effects {
+            effect.validate()?;
+        }
+        let (groups, unknown) = inner.group(effects.iter().map(|e| e.lease.task_id)).await?;
+        let mut results: Vec<Option<Result<(), Refusal>>> = vec![None; effects.len()];
+        for index in unknown {
+            results[index] = Some(Err(Refusal::UnknownTask));
+        }
+        let args_of = |mode: &str, members: &[(usize, String)]| {
+            let mut args = Args::default();
+            args.push(mode).num(core_limits::EFFECTS_MAX);
+            for (index, tid) in members {
+                let effect = &effects[*index];
+                args.push(tid)
+                    .num(effect.lease.fence.0)
+                    .push(&effect.key)
+                    .push(&effect.result);
+            }
+            args
+        };
+        // A call spanning shards is not one script: every shard checks its part first, so that
+        // one refusing as a whole leaves the others unwritten too.
+        if groups.len() > 1 {
+            for (shard, members) in &groups {
+                let reply = inner
+                    .run(
+                        &SCRIPTS.effects,
+                        &shard.key,
+                        Missing::Lost,
+                        args_of("c", members),
+                    )
+                    .await?;
+                too_many_effects(&reply)?;
+            }
+        }
+        for (shard, members) in &groups {
+            let reply = inner
+                .run(
+                    &SCRIPTS.effects,
+                    &shard.key,
+                    Missing::Lost,
+                    args_of("w", members),
+                )
+                .await?;
+            too_many_effects(&reply)?;
+            let codes = &reply[1..];
+            if codes.len() != members.len() * 2 {
+                return Err(unexpected(&Value::Array(reply)));
+            }
+            for ((index, _), pair) in members.iter().zip(codes.chunks(2)) {
+                let (code, value) = (as_int(&pair[0])?, as_int(&pair[1])?);
+                results[*index] = Some(match code {
+                    0 => Ok(()),
+                    _ => Err(refusal(code, value, effects[*index].lease.fence)?),
+                });
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every effect is answered"))
+            .collect())
     }
 
     async fn cancel(&self, ids: &[TaskId]) -> Result<LeaseResults, BrokerError> {

@@ -11,8 +11,8 @@ use std::fmt;
 use std::time::Duration;
 
 use floodway_core::{
-    DeadReason, Fence, Jitter, OverflowPolicy, QueueConfig, QueueName, RetryPolicy, Task, TaskId,
-    TaskState, Timestamp,
+    DeadReason, Effects, Fence, Jitter, OverflowPolicy, QueueConfig, QueueName, RateLimit,
+    RetryPolicy, Task, TaskId, TaskState, Timestamp, Watermarks,
 };
 
 /// Why stored bytes could not be read.
@@ -171,12 +171,30 @@ pub(crate) struct Record {
     pub retry: String,
     pub idempotency_key: Option<String>,
     pub partition_key: Option<String>,
+    /// Present when the header's flags have [`FLAG_LIMIT_KEY`].
+    pub limit_key: Option<String>,
+    /// Present (non-empty) when the header's flags have [`FLAG_EFFECTS`].
+    pub effects: Effects,
     /// The body as the client wrote it (see [`encode_body`]).
     pub body: Vec<u8>,
 }
 
 const RECORD_VERSION: u8 = 1;
 const HEADER_LEN: usize = 5 + 7 * 8;
+
+/// Header flag: the task has a partition key (`F_PK` in `common.lua`; informational, the
+/// partition key string is always there, empty or not).
+#[cfg(test)]
+const FLAG_PARTITION_KEY: u8 = 1;
+/// Header flag: a limit key string follows the dead-letter entry (`F_LK`).
+const FLAG_LIMIT_KEY: u8 = 2;
+/// Header flag: an effects block follows the limit key, if any (`F_EFF`): a u32 byte length,
+/// then a u16 count and that many (key, result) string pairs.
+///
+/// Records of tasks without a limit key or effects have neither flag and are laid out
+/// exactly as before these fields existed, so records written by an older build read the
+/// same and cost nothing more.
+const FLAG_EFFECTS: u8 = 4;
 
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -289,6 +307,30 @@ pub(crate) fn reason_code(reason: DeadReason) -> u8 {
     reason.index() as u8 + 1
 }
 
+/// An effects block (see [`FLAG_EFFECTS`]): a u32 byte length, a u16 count, then the pairs.
+fn read_effects(r: &mut Reader<'_>) -> Result<Effects, Malformed> {
+    let len: [u8; 4] = r.take(4)?.try_into().expect("took 4 bytes");
+    let block = r.take(u32::from_be_bytes(len) as usize)?;
+    let mut b = Reader::new(block, "task effects");
+    let count: [u8; 2] = b.take(2)?.try_into().expect("took 2 bytes");
+    let count = u16::from_be_bytes(count);
+    if usize::from(count) > floodway_core::limits::EFFECTS_MAX {
+        return Err(malformed("task effects", format!("{count} effects")));
+    }
+    let mut effects = Effects::new();
+    for _ in 0..count {
+        let key = b
+            .text()?
+            .ok_or_else(|| malformed("task effects", "an effect without a key"))?;
+        let result = b.text()?.unwrap_or_default();
+        effects.insert(key, result);
+    }
+    if !b.rest().is_empty() {
+        return Err(malformed("task effects", "bytes after the last effect"));
+    }
+    Ok(effects)
+}
+
 impl Record {
     pub(crate) fn decode(bytes: &[u8]) -> Result<Record, Malformed> {
         if bytes.len() < HEADER_LEN {
@@ -305,7 +347,7 @@ impl Record {
         let state = state_of(r.u8()?)?;
         let priority = r.u8()?;
         let dead_reason = reason_of(u64::from(r.u8()?))?;
-        let _flags = r.u8()?;
+        let flags = r.u8()?;
         let attempt = u32::try_from(r.required("attempt")?)
             .map_err(|_| malformed("task record", "attempt out of range"))?;
         let fence = Fence(r.required("fence")?);
@@ -322,6 +364,16 @@ impl Record {
         let idempotency_key = r.text()?;
         let partition_key = r.text()?;
         let _dead_letter_entry = r.text()?;
+        let limit_key = if flags & FLAG_LIMIT_KEY != 0 {
+            r.text()?
+        } else {
+            None
+        };
+        let effects = if flags & FLAG_EFFECTS != 0 {
+            read_effects(&mut r)?
+        } else {
+            Effects::new()
+        };
         let body = r.rest().to_vec();
         Ok(Record {
             state,
@@ -339,6 +391,8 @@ impl Record {
             retry,
             idempotency_key,
             partition_key,
+            limit_key,
+            effects,
             body,
         })
     }
@@ -361,6 +415,8 @@ impl Record {
             expires_at: self.expires_at,
             idempotency_key: self.idempotency_key,
             partition_key: self.partition_key,
+            limit_key: self.limit_key,
+            effects: self.effects,
             created_at: self.created_at,
             fence: self.fence,
             lease_expires_at: self.lease_expires_at,
@@ -478,7 +534,8 @@ pub(crate) const MILLIS_MAX: u64 = (1 << 53) - 1;
 /// case and costs the script nothing to parse; otherwise the priority (u8), a mask (u8) of the
 /// options present, then each present option in mask order: delay (1), run-at (2) and time to
 /// live (4) as big-endian doubles of milliseconds, idempotency key (8), partition key (16) and
-/// retry policy (32) as a u16 length and the bytes, max_attempts (64) as a double.
+/// retry policy (32) as a u16 length and the bytes, max_attempts (64) as a double, limit key
+/// (128) as a u16 length and the bytes.
 pub(crate) fn encode_options(task: &floodway_core::NewTask) -> Vec<u8> {
     let ms = |d: Duration| {
         u64::try_from(d.as_millis())
@@ -515,6 +572,12 @@ pub(crate) fn encode_options(task: &floodway_core::NewTask) -> Vec<u8> {
     if let Some(attempts) = task.max_attempts {
         mask |= 64;
         rest.extend_from_slice(&f64::from(attempts).to_be_bytes());
+    }
+    if let Some(key) = &task.limit_key {
+        mask |= 128;
+        let len = u16::try_from(key.len()).expect("keys are validated short");
+        rest.extend_from_slice(&len.to_be_bytes());
+        rest.extend_from_slice(key.as_bytes());
     }
     if mask == 0 && task.priority == floodway_core::task::PRIORITY_DEFAULT {
         return Vec::new();
@@ -579,14 +642,24 @@ pub(crate) fn decode_retry(text: &str) -> Result<RetryPolicy, Malformed> {
     })
 }
 
-/// A queue configuration as the seven script arguments `set_config` reads: length_max (-1 for
-/// none), overflow (0 reject, 1 dead-letter oldest), retry policy, idempotency window in
-/// nanoseconds, completed_retain, dead_retain, paused (0/1).
-pub(crate) fn encode_config(config: &QueueConfig) -> [String; 7] {
+/// How many script arguments a queue configuration takes (see [`encode_config`]); `set_config`
+/// in `common.lua` reads the same number, in the same order.
+pub(crate) const CONFIG_FIELDS: usize = 13;
+
+/// A queue configuration as the script arguments `set_config` reads, stored as they are in the
+/// shard's metadata: length_max (-1 for none), overflow (0 reject, 1 dead-letter oldest), retry
+/// policy, idempotency window in nanoseconds, completed_retain, dead_retain, paused (0/1);
+/// then the backpressure settings: rate_limit and key_rate_limit (`rate|burst`, the rate in
+/// Rust's shortest round-trip form, or empty for none), concurrency_max and
+/// key_concurrency_max (-1 for none), watermarks (`high|low`, or empty) and the default time
+/// to live in nanoseconds (-1 for none).
+pub(crate) fn encode_config(config: &QueueConfig) -> [String; CONFIG_FIELDS] {
+    let none = || "-1".to_owned();
+    let rate = |limit: &Option<RateLimit>| {
+        limit.map_or_else(String::new, |l| format!("{}|{}", l.rate, l.burst))
+    };
     [
-        config
-            .length_max
-            .map_or_else(|| "-1".to_owned(), |max| max.to_string()),
+        config.length_max.map_or_else(none, |max| max.to_string()),
         match config.overflow {
             OverflowPolicy::Reject => "0",
             OverflowPolicy::DeadLetterOldest => "1",
@@ -597,14 +670,64 @@ pub(crate) fn encode_config(config: &QueueConfig) -> [String; 7] {
         config.completed_retain.to_string(),
         config.dead_retain.to_string(),
         if config.paused { "1" } else { "0" }.to_owned(),
+        rate(&config.rate_limit),
+        rate(&config.key_rate_limit),
+        config
+            .concurrency_max
+            .map_or_else(none, |max| max.to_string()),
+        config
+            .key_concurrency_max
+            .map_or_else(none, |max| max.to_string()),
+        config
+            .watermarks
+            .map_or_else(String::new, |w| format!("{}|{}", w.high, w.low)),
+        config.ttl.map_or_else(none, |ttl| nanos(ttl).to_string()),
     ]
 }
 
-/// The configuration from the seven fields [`encode_config`] writes, in that order.
+/// The configuration from the fields [`encode_config`] writes, in that order. A shard created
+/// before the backpressure settings existed has none of them stored; the stats script answers
+/// those as empty, which reads as "no limit".
 pub(crate) fn decode_config(fields: &[&str]) -> Result<QueueConfig, Malformed> {
     const WHAT: &str = "queue configuration";
-    let [len, overflow, retry, window, completed, dead, paused] = fields[..] else {
+    let [
+        len,
+        overflow,
+        retry,
+        window,
+        completed,
+        dead,
+        paused,
+        rate_limit,
+        key_rate_limit,
+        concurrency_max,
+        key_concurrency_max,
+        watermarks,
+        ttl,
+    ] = fields[..]
+    else {
         return Err(malformed(WHAT, "wrong number of fields"));
+    };
+    fn optional(text: &str) -> Option<&str> {
+        match text {
+            "" | "-1" => None,
+            text => Some(text),
+        }
+    }
+    fn pair(text: &str) -> Result<(&str, &str), Malformed> {
+        text.split_once('|')
+            .ok_or_else(|| malformed(WHAT, format!("{text:?} is not a pair")))
+    }
+    let rate = |text: &str| -> Result<Option<RateLimit>, Malformed> {
+        optional(text)
+            .map(|text| {
+                let (rate, burst) = pair(text)?;
+                Ok(RateLimit {
+                    rate: parse(WHAT, rate)?,
+                    burst: parse(WHAT, burst)?,
+                })
+            })
+            .transpose()
     };
     Ok(QueueConfig {
         length_max: match len {
@@ -621,6 +744,24 @@ pub(crate) fn decode_config(fields: &[&str]) -> Result<QueueConfig, Malformed> {
         completed_retain: parse(WHAT, completed)?,
         dead_retain: parse(WHAT, dead)?,
         paused: paused == "1",
+        rate_limit: rate(rate_limit)?,
+        key_rate_limit: rate(key_rate_limit)?,
+        concurrency_max: optional(concurrency_max)
+            .map(|n| parse(WHAT, n))
+            .transpose()?,
+        key_concurrency_max: optional(key_concurrency_max)
+            .map(|n| parse(WHAT, n))
+            .transpose()?,
+        watermarks: optional(watermarks)
+            .map(|text| {
+                let (high, low) = pair(text)?;
+                Ok(Watermarks {
+                    high: parse(WHAT, high)?,
+                    low: parse(WHAT, low)?,
+                })
+            })
+            .transpose()?,
+        ttl: optional(ttl).map(|n| duration_of(WHAT, n)).transpose()?,
     })
 }
 
@@ -766,6 +907,62 @@ mod tests {
         }
     }
 
+    /// A record as `common.lua` packs it, with a partition key, a limit key and effects.
+    fn flagged_record() -> Vec<u8> {
+        fn wstr(out: &mut Vec<u8>, text: Option<&str>) {
+            match text {
+                None => out.extend_from_slice(&[0, 0]),
+                Some(text) => {
+                    out.extend_from_slice(&(text.len() as u16 + 1).to_be_bytes());
+                    out.extend_from_slice(text.as_bytes());
+                }
+            }
+        }
+        let mut out = vec![
+            RECORD_VERSION,
+            TaskState::Active.index() as u8,
+            5,
+            0,
+            FLAG_PARTITION_KEY | FLAG_LIMIT_KEY | FLAG_EFFECTS,
+        ];
+        for number in [1.0, 1.0, 7.0, -1.0, 9.0, -1.0, 3.0] {
+            out.extend_from_slice(&f64::to_be_bytes(number));
+        }
+        wstr(&mut out, Some("worker-1"));
+        wstr(&mut out, None);
+        wstr(&mut out, Some(&encode_retry(&RetryPolicy::default())));
+        wstr(&mut out, None);
+        wstr(&mut out, Some("order-1"));
+        wstr(&mut out, None);
+        wstr(&mut out, Some("tenant-7"));
+        let mut effects = 2u16.to_be_bytes().to_vec();
+        for text in ["charge", "{\"id\":1}", "empty", ""] {
+            wstr(&mut effects, Some(text));
+        }
+        out.extend_from_slice(&(effects.len() as u32).to_be_bytes());
+        out.extend_from_slice(&effects);
+        out.extend_from_slice(&encode_body("call", &BTreeMap::new(), None, b"{}"));
+        out
+    }
+
+    #[test]
+    fn flagged_records_carry_limit_key_and_effects() {
+        let record = Record::decode(&flagged_record()).unwrap();
+        assert_eq!(record.partition_key.as_deref(), Some("order-1"));
+        assert_eq!(record.limit_key.as_deref(), Some("tenant-7"));
+        assert_eq!(
+            record.effects,
+            Effects::from([
+                ("charge".to_owned(), "{\"id\":1}".to_owned()),
+                ("empty".to_owned(), String::new()),
+            ])
+        );
+        assert_eq!(decode_body(&record.body).unwrap().payload, b"{}");
+        let mut cut = flagged_record();
+        cut.truncate(cut.len() - 40);
+        assert!(Record::decode(&cut).is_err(), "an effects block cut short");
+    }
+
     #[test]
     fn configs_round_trip() {
         let config = QueueConfig {
@@ -775,6 +972,18 @@ mod tests {
             completed_retain: 3,
             dead_retain: 9,
             paused: true,
+            rate_limit: Some(RateLimit {
+                rate: 0.1,
+                burst: 3,
+            }),
+            key_rate_limit: Some(RateLimit {
+                rate: 123.456_789,
+                burst: 1,
+            }),
+            concurrency_max: Some(4),
+            key_concurrency_max: Some(1),
+            watermarks: Some(Watermarks { high: 10, low: 2 }),
+            ttl: Some(Duration::from_nanos(86_400_000_000_001)),
             ..QueueConfig::default()
         };
         for config in [config, QueueConfig::default()] {

@@ -25,12 +25,26 @@
 //!   time to live by expiry, and every task by id (unfinished, completed, cancelled, and dead
 //!   letters per reason) for listing, retention and overflow;
 //! - per partition key, its unfinished tasks by id: only the first is reservable;
+//! - per limit key, its active tasks and its token bucket;
 //! - a stream of dead letters (task, reason, last error) for operators to follow, and a short
 //!   stream of wake-up events that waiting reserves in other processes block on.
 //!
 //! Why sorted sets rather than a stream with a consumer group for the ready tasks, and how
-//! time, fences and data loss work: docs/decisions/0008-redis-data-layout.md and
-//! 0009-redis-time-and-fences.md.
+//! time, fences and data loss work: docs/decisions/0011-redis-data-layout.md and
+//! 0012-redis-time-fences-and-loss.md.
+//!
+//! # Backpressure
+//!
+//! The reservation limits (`QueueConfig::rate_limit`, `concurrency_max` and their per-key
+//! forms) and the watermark gate are enforced inside the scripts, with their state in Redis:
+//! token buckets and per-key active counts beside the shard's tasks, the gate's side in its
+//! metadata. So every process sharing a queue shares its limits, and a crashed worker's
+//! concurrency slots come back when its leases are reaped. A partitioned queue enforces its
+//! queue-wide limits per shard, divided by the shard count (as it does `length_max`); tasks
+//! go to the shard of their partition key, else of their limit key, so the per-key limits are
+//! exact for a limit key whose tasks carry no partition key. Side-effect results
+//! (`Broker::record_effects`) are kept in the task's record. See
+//! docs/decisions/0011-redis-data-layout.md.
 //!
 //! # Time
 //!

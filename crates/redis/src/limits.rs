@@ -37,11 +37,19 @@ pub const REPOLL_MAX: Duration = Duration::from_secs(1);
 /// [`floodway_core::limits::QUEUES_MAX`], so this is the same bound.
 pub const QUEUES_MAX: usize = floodway_core::limits::QUEUES_MAX;
 
+/// Queue shards whose completion rate the broker measures (for the Retry-After of an
+/// overloaded queue); an enqueue refused on a further shard gets the "unknown rate" hint.
+pub const DRAIN_METERS_MAX: usize = QUEUES_MAX;
+
 const _: () = {
     assert!(floodway_core::limits::QUEUES_MAX <= u16::MAX as usize);
     assert!(
         floodway_core::limits::PRIORITY_MAX == 9,
         "the scripts hard-code 9"
+    );
+    assert!(
+        floodway_core::limits::LIMITED_SCAN_MAX == 1024,
+        "reserve.lua hard-codes 1024"
     );
     assert!(HOUSEKEEPING_BATCH_DEFAULT >= 1);
     assert!(WATCH_BLOCK.as_millis() < REPOLL_MAX.as_millis() * 10);

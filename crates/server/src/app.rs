@@ -44,7 +44,8 @@ pub(crate) type AppState = Arc<App>;
     info(
         title = "floodway",
         description = "A durable task queue over HTTP/JSON: enqueue tasks, reserve them with \
-            leases (long poll), and ack, fail, extend or release them, from any language. \
+            leases (long poll), and ack, fail, extend or release them, or record their side \
+            effects, from any language. \
             Errors are `{\"error\": {\"code\", \"message\", \"details\"}}`.",
         license(name = "MIT OR Apache-2.0"),
     ),
@@ -85,6 +86,7 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(leases::fail))
         .routes(routes!(leases::extend))
         .routes(routes!(leases::release))
+        .routes(routes!(leases::record_effects))
         .routes(routes!(queues::list))
         .routes(routes!(queues::get, queues::configure))
         .routes(routes!(queues::pause))

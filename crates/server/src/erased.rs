@@ -12,9 +12,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use floodway_core::{
-    Broker, BrokerError, Capabilities, DeadSelector, Enqueued, FailOutcome, Failure, Lease,
-    LeaseRef, LeaseResults, NewTask, QueueConfig, QueueName, QueueStats, Refusal, Reservation,
-    ReserveRequest, Task, TaskFilter, TaskId,
+    Broker, BrokerError, Capabilities, DeadSelector, EffectRecord, Enqueued, FailOutcome, Failure,
+    Lease, LeaseRef, LeaseResults, NewTask, QueueConfig, QueueName, QueueStats, Refusal,
+    Reservation, ReserveRequest, Task, TaskFilter, TaskId,
 };
 
 /// A boxed future that can move between threads.
@@ -39,6 +39,7 @@ pub(crate) trait DynBroker: Send + Sync + 'static {
         duration: Duration,
     ) -> Answer<'a, Vec<Result<Lease, Refusal>>>;
     fn release<'a>(&'a self, leases: &'a [LeaseRef]) -> Answer<'a, LeaseResults>;
+    fn record_effects(&self, effects: Vec<EffectRecord>) -> Answer<'_, LeaseResults>;
     fn cancel<'a>(&'a self, ids: &'a [TaskId]) -> Answer<'a, LeaseResults>;
     fn promote(&self) -> Answer<'_, u64>;
     fn reap(&self) -> Answer<'_, u64>;
@@ -88,6 +89,10 @@ impl<B: Broker> DynBroker for B {
 
     fn release<'a>(&'a self, leases: &'a [LeaseRef]) -> Answer<'a, LeaseResults> {
         Box::pin(Broker::release(self, leases))
+    }
+
+    fn record_effects(&self, effects: Vec<EffectRecord>) -> Answer<'_, LeaseResults> {
+        Box::pin(Broker::record_effects(self, effects))
     }
 
     fn cancel<'a>(&'a self, ids: &'a [TaskId]) -> Answer<'a, LeaseResults> {

@@ -185,6 +185,24 @@ impl From<BrokerError> for ApiError {
                 },
                 Some(retry_after),
             ),
+            BrokerError::Overloaded {
+                queue,
+                length,
+                high,
+                low,
+                retry_after,
+            } => (
+                ErrorCode::QueueOverloaded,
+                ErrorDetails {
+                    queue: Some(queue.to_string()),
+                    length: Some(length),
+                    high: Some(high),
+                    low: Some(low),
+                    retry_after: Some(retry_after.into()),
+                    ..ErrorDetails::default()
+                },
+                Some(retry_after),
+            ),
             BrokerError::LimitReached(_) => {
                 (ErrorCode::LimitReached, ErrorDetails::default(), None)
             }
@@ -261,6 +279,23 @@ mod tests {
         assert_eq!(full.status(), StatusCode::TOO_MANY_REQUESTS);
         let response = full.into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+
+        let overloaded = ApiError::from(BrokerError::Overloaded {
+            queue: QueueName::new("q").unwrap(),
+            length: 120,
+            high: 100,
+            low: 50,
+            retry_after: Duration::from_millis(2001),
+        });
+        assert_eq!(overloaded.code(), ErrorCode::QueueOverloaded);
+        assert_eq!(overloaded.status(), StatusCode::TOO_MANY_REQUESTS);
+        let details = overloaded.body().error.details.unwrap();
+        assert_eq!(
+            (details.length, details.high, details.low),
+            (Some(120), Some(100), Some(50))
+        );
+        let response = overloaded.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
 
         let invalid = ApiError::from(BrokerError::invalid("kind", "must not be empty"));
         assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);

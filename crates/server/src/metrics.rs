@@ -30,6 +30,16 @@ pub(crate) const TASKS_RETRIED_TOTAL: &str = "floodway_tasks_retried_total";
 pub(crate) const TASKS_DEAD_LETTERED_TOTAL: &str = "floodway_tasks_dead_lettered_total";
 /// Enqueue calls refused because the queue was full.
 pub(crate) const ENQUEUES_REJECTED_FULL_TOTAL: &str = "floodway_enqueues_rejected_full_total";
+/// Enqueue calls refused because the queue was above its high watermark.
+pub(crate) const ENQUEUES_REJECTED_OVERLOADED_TOTAL: &str =
+    "floodway_enqueues_rejected_overloaded_total";
+/// 1 while a queue refuses enqueues between its watermarks (`QueueStats::refusing`).
+pub(crate) const QUEUE_REFUSING: &str = "floodway_queue_refusing";
+/// Reserve calls that returned fewer tasks than asked for while a limit held an eligible task
+/// back, by limit (`rate` or `concurrency`).
+pub(crate) const RESERVES_THROTTLED_TOTAL: &str = "floodway_reserves_throttled_total";
+/// Side-effect results recorded by tasks' handlers.
+pub(crate) const EFFECTS_RECORDED_TOTAL: &str = "floodway_effects_recorded_total";
 /// Leases that expired before their holder finished.
 pub(crate) const LEASES_EXPIRED_TOTAL: &str = "floodway_leases_expired_total";
 /// Lease operations refused for a stale or expired lease.
@@ -133,7 +143,21 @@ impl Metrics {
                 u8::from(s.config.paused)
             );
         }
-        let totals: [(&str, &str, TotalOf); 6] = [
+        header(
+            &mut out,
+            QUEUE_REFUSING,
+            "gauge",
+            "1 while the queue refuses enqueues: above its high watermark, or not yet back at its low one.",
+        );
+        for s in stats {
+            let _ = writeln!(
+                out,
+                "{QUEUE_REFUSING}{{queue=\"{}\"}} {}",
+                s.queue,
+                u8::from(s.refusing)
+            );
+        }
+        let totals: [(&str, &str, TotalOf); 8] = [
             (TASKS_ENQUEUED_TOTAL, "Tasks accepted by enqueue.", |s| {
                 s.totals.enqueued
             }),
@@ -151,6 +175,16 @@ impl Metrics {
                 |s| s.totals.rejected_full,
             ),
             (
+                ENQUEUES_REJECTED_OVERLOADED_TOTAL,
+                "Enqueue calls refused because the queue was above its high watermark.",
+                |s| s.totals.rejected_overloaded,
+            ),
+            (
+                EFFECTS_RECORDED_TOTAL,
+                "Side-effect results recorded by tasks' handlers.",
+                |s| s.totals.effects_recorded,
+            ),
+            (
                 LEASES_EXPIRED_TOTAL,
                 "Leases that expired before their holder finished.",
                 |s| s.totals.leases_expired,
@@ -165,6 +199,24 @@ impl Metrics {
             header(&mut out, name, "counter", help);
             for s in stats {
                 let _ = writeln!(out, "{name}{{queue=\"{}\"}} {}", s.queue, value(s));
+            }
+        }
+        header(
+            &mut out,
+            RESERVES_THROTTLED_TOTAL,
+            "counter",
+            "Reserve calls that returned fewer tasks than asked for while a rate or concurrency limit held an eligible task back, by limit.",
+        );
+        for s in stats {
+            for (limit, count) in [
+                ("rate", s.totals.throttled_rate),
+                ("concurrency", s.totals.throttled_concurrency),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{RESERVES_THROTTLED_TOTAL}{{queue=\"{}\",limit=\"{limit}\"}} {count}",
+                    s.queue
+                );
             }
         }
         header(
@@ -213,9 +265,14 @@ mod tests {
             },
             totals: QueueTotals {
                 enqueued: 7,
+                rejected_overloaded: 2,
+                throttled_rate: 3,
+                throttled_concurrency: 4,
+                effects_recorded: 5,
                 ..QueueTotals::default()
             },
             oldest_ready_age: Some(std::time::Duration::from_millis(1500)),
+            refusing: true,
         };
         let text = metrics.render(&[stats]);
         for line in [
@@ -224,6 +281,11 @@ mod tests {
             "floodway_queue_oldest_ready_age_seconds{queue=\"orders\"} 1.5",
             "floodway_tasks_enqueued_total{queue=\"orders\"} 7",
             "floodway_tasks_dead_lettered_total{queue=\"orders\",reason=\"expired\"} 0",
+            "floodway_queue_refusing{queue=\"orders\"} 1",
+            "floodway_enqueues_rejected_overloaded_total{queue=\"orders\"} 2",
+            "floodway_reserves_throttled_total{queue=\"orders\",limit=\"rate\"} 3",
+            "floodway_reserves_throttled_total{queue=\"orders\",limit=\"concurrency\"} 4",
+            "floodway_effects_recorded_total{queue=\"orders\"} 5",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use floodway_backpressure::{AimdConfig, AimdLimiter};
 use floodway_core::broker::validate_lease_duration;
 use floodway_core::name::check_kind;
 use floodway_core::{Broker, QueueName, limits as core_limits};
@@ -24,8 +25,8 @@ use crate::worker::Worker;
 /// The validated settings a running worker reads. Set once by [`WorkerBuilder::build`].
 #[derive(Debug)]
 pub(crate) struct Settings {
-    /// Each queue served and its concurrency (handler slots), in the order given.
-    pub(crate) queues: Vec<(QueueName, usize)>,
+    /// Each queue served, in the order given.
+    pub(crate) queues: Vec<ServedQueue>,
     /// The lease asked for on reserve and on every extension.
     pub(crate) lease: Duration,
     /// How long one reserve call waits for tasks.
@@ -39,9 +40,25 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    /// Handler slots over all queues: the most tasks in flight at once.
-    pub(crate) fn inflight_max(&self) -> usize {
-        self.queues.iter().map(|(_, concurrency)| concurrency).sum()
+    /// The most leases the worker holds at once: concurrency plus prefetch, over all queues.
+    pub(crate) fn leases_max(&self) -> usize {
+        self.queues.iter().map(ServedQueue::leases_max).sum()
+    }
+}
+
+/// A queue a worker serves, and how many of its tasks it runs and holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ServedQueue {
+    pub(crate) queue: QueueName,
+    /// Handler slots: at most this many of the queue's tasks run at once.
+    pub(crate) concurrency: usize,
+    /// Tasks reserved beyond the handler slots, waiting in memory for one.
+    pub(crate) prefetch: usize,
+}
+
+impl ServedQueue {
+    fn leases_max(&self) -> usize {
+        self.concurrency.saturating_add(self.prefetch)
     }
 }
 
@@ -69,8 +86,10 @@ impl Settings {
 pub struct WorkerBuilder<B> {
     broker: Arc<B>,
     queues: Vec<(String, usize)>,
+    prefetches: Vec<(String, usize)>,
     handlers: HashMap<String, Handler>,
     kind_timeouts: Vec<(String, Duration)>,
+    adaptive: Vec<(String, AimdConfig)>,
     timeout: Duration,
     lease: Duration,
     poll_wait: Duration,
@@ -87,8 +106,10 @@ impl<B: Broker> WorkerBuilder<B> {
         WorkerBuilder {
             broker,
             queues: Vec::new(),
+            prefetches: Vec::new(),
             handlers: HashMap::new(),
             kind_timeouts: Vec::new(),
+            adaptive: Vec::new(),
             timeout: limits::TIMEOUT_DEFAULT,
             lease: limits::LEASE_DURATION_DEFAULT,
             poll_wait: limits::POLL_WAIT_DEFAULT,
@@ -100,10 +121,27 @@ impl<B: Broker> WorkerBuilder<B> {
     }
 
     /// Serves `queue`, running at most `concurrency` of its tasks at once. The worker never
-    /// holds more than `concurrency` leases of the queue, so tasks it cannot start yet stay
-    /// in the broker for other workers.
+    /// holds more than `concurrency` leases of the queue (plus its
+    /// [`prefetch`](WorkerBuilder::prefetch), 0 unless set), so tasks it cannot start yet
+    /// stay in the broker for other workers.
     pub fn queue(mut self, queue: impl Into<String>, concurrency: usize) -> Self {
         self.queues.push((queue.into(), concurrency));
+        self
+    }
+
+    /// Lets the worker hold up to `prefetch` tasks of `queue` beyond its concurrency: they
+    /// are reserved ahead, wait in memory for a handler slot (their leases kept alive by the
+    /// heartbeat), and are released unrun, without spending an attempt, if shutdown starts
+    /// first. `queue` must be served ([`WorkerBuilder::queue`]).
+    ///
+    /// The default, 0, reserves a task only for a free handler slot, which is right for long
+    /// tasks: a prefetched task would wait here while another worker could run it now. Prefetch
+    /// helps when tasks are short and the broker is far (a remote server, Redis across a
+    /// network): a handler slot that frees up starts the next task at once instead of waiting
+    /// a reserve round trip. A good size is about the tasks the queue completes during one
+    /// round trip to the broker.
+    pub fn prefetch(mut self, queue: impl Into<String>, prefetch: usize) -> Self {
+        self.prefetches.push((queue.into(), prefetch));
         self
     }
 
@@ -158,6 +196,28 @@ impl<B: Broker> WorkerBuilder<B> {
         self
     }
 
+    /// Adapts how many tasks of `kind` run at once to what its downstream copes with, within
+    /// `config`'s bounds (additive increase, multiplicative decrease, as TCP does). Off by
+    /// default: a kind runs as many tasks as its queue's concurrency allows.
+    ///
+    /// The limit starts at `config.initial`. Every completed task raises it by `1 / limit`
+    /// (about one per limit's worth of successes); a handler returning
+    /// [`Outcome::Overloaded`] or an attempt that times out multiplies it by
+    /// `config.decrease_factor`, at most once per `config.cooldown`, so one episode of
+    /// overload cuts it once. It never leaves `config.min ..= config.max`. Other failures leave
+    /// it alone: they say nothing about load.
+    ///
+    /// A task of the kind that finds the limit reached waits in memory for a running one to
+    /// finish, its lease kept alive, without taking a handler slot that another kind could
+    /// use; shutdown releases it unrun. When every kind the worker handles is adaptive, the
+    /// worker also reserves no more tasks than the limits (plus the queue's prefetch) leave
+    /// room for, so the rest stay in the broker. The current limit is in
+    /// [`crate::WorkerHandle::stats`].
+    pub fn adaptive(mut self, kind: impl Into<String>, config: AimdConfig) -> Self {
+        self.adaptive.push((kind.into(), config));
+        self
+    }
+
     /// How long each lease lasts (default 30 seconds) before it must be extended. Heartbeats
     /// extend it while the handler runs; if the worker dies, its tasks are redelivered after
     /// at most this long.
@@ -174,7 +234,7 @@ impl<B: Broker> WorkerBuilder<B> {
     }
 
     /// Most tasks one reserve call asks for (default 100). A call never asks for more than
-    /// the queue's free handler slots.
+    /// the queue has room for (free handler slots plus free prefetch).
     pub fn reserve_batch_max(mut self, max: usize) -> Self {
         self.reserve_batch_max = max;
         self
@@ -199,7 +259,7 @@ impl<B: Broker> WorkerBuilder<B> {
         if let Some(error) = self.error {
             return Err(error);
         }
-        let queues = check_queues(self.queues)?;
+        let queues = check_queues(self.queues, self.prefetches)?;
         let mut handlers = self.handlers;
         if handlers.is_empty() {
             return Err(WorkerError::invalid(
@@ -223,6 +283,19 @@ impl<B: Broker> WorkerBuilder<B> {
                 )
             })?;
             handler.timeout = timeout;
+        }
+        let mut limiters = HashMap::new();
+        for (kind, config) in self.adaptive {
+            if !handlers.contains_key(&kind) {
+                return Err(WorkerError::invalid(
+                    "adaptive",
+                    format!("no handler is registered for kind {kind:?}"),
+                ));
+            }
+            let limiter = AimdLimiter::new(config).map_err(|error| {
+                WorkerError::invalid("adaptive", format!("kind {kind:?}: {error}"))
+            })?;
+            limiters.insert(kind, limiter);
         }
         validate_lease_duration(self.lease)
             .map_err(|error| WorkerError::invalid("lease_duration", error.to_string()))?;
@@ -265,11 +338,14 @@ impl<B: Broker> WorkerBuilder<B> {
             name: Arc::from(name),
             grace_period: self.grace_period,
         };
-        Ok(Worker::new(self.broker, settings, handlers))
+        Ok(Worker::new(self.broker, settings, handlers, limiters))
     }
 }
 
-fn check_queues(queues: Vec<(String, usize)>) -> Result<Vec<(QueueName, usize)>, WorkerError> {
+fn check_queues(
+    queues: Vec<(String, usize)>,
+    prefetches: Vec<(String, usize)>,
+) -> Result<Vec<ServedQueue>, WorkerError> {
     if queues.is_empty() {
         return Err(WorkerError::invalid("queue", "serve at least one queue"));
     }
@@ -283,11 +359,11 @@ fn check_queues(queues: Vec<(String, usize)>) -> Result<Vec<(QueueName, usize)>,
             ),
         ));
     }
-    let mut checked: Vec<(QueueName, usize)> = Vec::with_capacity(queues.len());
+    let mut checked: Vec<ServedQueue> = Vec::with_capacity(queues.len());
     for (name, concurrency) in queues {
         let queue = QueueName::new(&name)
             .map_err(|error| WorkerError::invalid("queue", error.to_string()))?;
-        if checked.iter().any(|(q, _)| *q == queue) {
+        if checked.iter().any(|served| served.queue == queue) {
             return Err(WorkerError::invalid(
                 "queue",
                 format!("queue {queue} is given twice"),
@@ -299,14 +375,32 @@ fn check_queues(queues: Vec<(String, usize)>) -> Result<Vec<(QueueName, usize)>,
                 format!("the concurrency of queue {queue} must be at least 1"),
             ));
         }
-        checked.push((queue, concurrency));
+        checked.push(ServedQueue {
+            queue,
+            concurrency,
+            prefetch: 0,
+        });
     }
-    let total: usize = checked.iter().map(|(_, c)| *c).sum();
+    for (name, prefetch) in prefetches {
+        let served = checked
+            .iter_mut()
+            .find(|served| served.queue.as_str() == name)
+            .ok_or_else(|| {
+                WorkerError::invalid(
+                    "prefetch",
+                    format!("queue {name:?} is not served; add it with `queue` first"),
+                )
+            })?;
+        served.prefetch = prefetch;
+    }
+    let total = checked.iter().fold(0usize, |total, served| {
+        total.saturating_add(served.leases_max())
+    });
     if total > limits::INFLIGHT_MAX {
         return Err(WorkerError::invalid(
             "queue",
             format!(
-                "the concurrencies add up to {total}; one worker runs at most {} tasks at once",
+                "concurrency and prefetch add up to {total}; one worker holds at most {} leases at once",
                 limits::INFLIGHT_MAX
             ),
         ));
@@ -362,22 +456,43 @@ mod tests {
 
     #[test]
     fn queues_are_checked_by_name() {
-        let err = check_queues(vec![("a b".into(), 1)])
-            .unwrap_err()
-            .to_string();
+        let check = |queues: Vec<(&str, usize)>| {
+            check_queues(
+                queues.into_iter().map(|(q, c)| (q.to_owned(), c)).collect(),
+                vec![],
+            )
+        };
+        let err = check(vec![("a b", 1)]).unwrap_err().to_string();
         assert!(err.contains("queue") && err.contains("' '"), "{err}");
-        let err = check_queues(vec![("q".into(), 0)]).unwrap_err().to_string();
+        let err = check(vec![("q", 0)]).unwrap_err().to_string();
         assert!(err.contains("at least 1"), "{err}");
-        let err = check_queues(vec![("q".into(), 1), ("q".into(), 2)])
-            .unwrap_err()
-            .to_string();
+        let err = check(vec![("q", 1), ("q", 2)]).unwrap_err().to_string();
         assert!(err.contains("twice"), "{err}");
-        let err = check_queues(vec![("q".into(), limits::INFLIGHT_MAX + 1)])
+        let err = check(vec![("q", limits::INFLIGHT_MAX + 1)])
             .unwrap_err()
             .to_string();
         assert!(err.contains("at most"), "{err}");
-        assert!(check_queues(vec![]).is_err());
-        assert_eq!(check_queues(vec![("q".into(), 3)]).unwrap().len(), 1);
+        assert!(check(vec![]).is_err());
+        assert_eq!(check(vec![("q", 3)]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn prefetch_applies_to_a_served_queue_and_counts_toward_the_lease_bound() {
+        let queues = vec![("a".to_owned(), 2), ("b".to_owned(), 3)];
+        let served = check_queues(queues.clone(), vec![("b".to_owned(), 4)]).unwrap();
+        assert_eq!((served[0].prefetch, served[1].prefetch), (0, 4));
+        assert_eq!(served[1].leases_max(), 7);
+        let err = check_queues(queues.clone(), vec![("c".to_owned(), 1)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid worker setting prefetch") && err.contains("\"c\""),
+            "{err}"
+        );
+        let err = check_queues(queues, vec![("a".to_owned(), limits::INFLIGHT_MAX)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("leases"), "{err}");
     }
 
     #[test]

@@ -6,10 +6,11 @@
 //! out, new settlements queue up and form the next batch, so batches grow with load and many
 //! completions share one durable write, with no timer.
 //!
-//! A settlement carries its handler slot (semaphore permit). The slot is freed only after the
-//! broker has answered, so a queue never has more leased tasks than its concurrency, counting
-//! those whose ack is still on its way. The channel's capacity is the worker's total
-//! concurrency: every settlement holds a slot, so a send never waits for room.
+//! A settlement carries its task's lease permit ([`crate::capacity::LeasePermit`]). The permit
+//! is freed only after the broker has answered, so a queue never has more leased tasks than
+//! its concurrency plus its prefetch, counting those whose ack is still on its way. The
+//! channel's capacity is the worker's total lease budget: every settlement holds a permit, so
+//! a send never waits for room.
 //!
 //! Refusals (stale fence, expired lease) are counted and never retried: another reservation
 //! owns the task. A call that fails because the broker is unavailable is retried up to
@@ -23,9 +24,10 @@ use floodway_core::limits;
 use floodway_core::{
     Broker, BrokerError, FailOutcome, Failure, LeaseRef, Refusal, RetryDecision, TaskState,
 };
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 
 use crate::backoff::Backoff;
+use crate::capacity::LeasePermit;
 use crate::inflight::Inflight;
 use crate::report::{Count, Counters};
 
@@ -36,10 +38,10 @@ pub(crate) struct Settlement {
     pub(crate) lease: LeaseRef,
     /// Ack, fail or release.
     pub(crate) action: Action,
-    /// The handler slot the task occupies, freed once the broker has answered. `None` only for
-    /// a reservation the broker returned beyond what was asked (a broker bug), which has no
-    /// slot.
-    pub(crate) permit: Option<OwnedSemaphorePermit>,
+    /// The task's share of its queue's lease budget, freed once the broker has answered.
+    /// `None` only for a reservation the broker returned beyond what was asked (a broker bug),
+    /// which has no permit.
+    pub(crate) permit: Option<LeasePermit>,
 }
 
 /// The call a settlement makes.
@@ -74,7 +76,7 @@ pub(crate) async fn run<B: Broker>(
         settle(&*broker, &batch, &counters).await;
         for settlement in batch.drain(..) {
             inflight.remove(&settlement.lease);
-            // Frees the handler slot: the fetch loop may now reserve another task.
+            // Frees the lease permit: the fetch loop may now reserve another task.
             drop(settlement.permit);
         }
         counters.announce();

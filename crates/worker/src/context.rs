@@ -2,13 +2,19 @@
 //!
 //! The context is shared by the handler, the worker's supervisor of that attempt, and the
 //! heartbeat loop (which records each extension in it and fires its cancellation when the
-//! lease is lost). Cloning it is cheap, so a handler can hand it to work it spawns.
+//! lease is lost). Cloning it is cheap, so a handler can hand it to work it spawns. It also
+//! carries the task's recorded side effects and a way to the broker, for
+//! [`TaskContext::effect`] (in [`crate::effect`]).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use floodway_core::{Fence, Headers, LeaseRef, QueueName, Reservation, TaskId, Timestamp};
+use floodway_core::{
+    Effects, Fence, Headers, LeaseRef, QueueName, Refusal, Reservation, TaskId, Timestamp,
+};
 use tokio_util::sync::CancellationToken;
+
+use crate::effect::ContextBroker;
 
 /// The task a handler runs and the lease it runs under.
 ///
@@ -36,22 +42,29 @@ struct Inner {
     /// When the current lease expires, in broker milliseconds. Set at reservation; the
     /// heartbeat loop raises it after each extension.
     lease_expires_at: AtomicU64,
-    /// Set by the heartbeat loop, before it fires `cancel`, when the broker refused to extend
-    /// the lease. The supervisor reads it to tell a lost lease from the end of the shutdown
-    /// grace period.
-    lost: AtomicBool,
+    /// Set, before `cancel` fires, when the broker refused to extend the lease (in a heartbeat
+    /// or when confirming an effect). The supervisor reads it to tell a lost lease from the end
+    /// of the shutdown grace period.
+    lost: OnceLock<Refusal>,
+    /// The effects recorded on the task: those in the reservation, and those this attempt
+    /// recorded since. Read and extended by [`TaskContext::effect`].
+    effects: Mutex<Effects>,
+    /// Confirms the lease and records effects, for [`TaskContext::effect`].
+    broker: Arc<dyn ContextBroker>,
     /// Fired when the attempt is stopped. A child of the worker's grace-period token, so the
     /// end of the grace period fires every context at once.
     cancel: CancellationToken,
 }
 
 impl TaskContext {
-    /// The context of `reservation` (whose payload the caller has taken), run by `worker`,
-    /// cancelled with `cancel`.
+    /// The context of `reservation` (whose payload and effects the caller has taken), run by
+    /// `worker`, cancelled with `cancel`, with the task's recorded `effects`.
     pub(crate) fn new(
         reservation: &Reservation,
+        effects: Effects,
         worker: Arc<str>,
         cancel: CancellationToken,
+        broker: Arc<dyn ContextBroker>,
     ) -> Self {
         let task = &reservation.task;
         TaskContext {
@@ -67,14 +80,16 @@ impl TaskContext {
                 fence: reservation.lease.fence,
                 worker,
                 lease_expires_at: AtomicU64::new(reservation.lease.expires_at.as_millis()),
-                lost: AtomicBool::new(false),
+                lost: OnceLock::new(),
+                effects: Mutex::new(effects),
+                broker,
                 cancel,
             }),
         }
     }
 
-    /// The task's id. Together with [`TaskContext::attempt`] it identifies this run, e.g. as an
-    /// idempotency key for a downstream call.
+    /// The task's id. Together with [`TaskContext::attempt`] it identifies this run. For an
+    /// idempotency key that stays the same across attempts, see [`TaskContext::effect`].
     pub fn id(&self) -> TaskId {
         self.inner.id
     }
@@ -165,15 +180,49 @@ impl TaskContext {
             .fetch_max(expires_at.as_millis(), Ordering::Relaxed);
     }
 
-    /// Marks the lease lost and stops the attempt.
-    pub(crate) fn lose_lease(&self) {
-        self.inner.lost.store(true, Ordering::Release);
+    /// Marks the lease lost, for the reason the broker gave, and stops the attempt.
+    pub(crate) fn lose_lease(&self, refusal: Refusal) {
+        // The first refusal is the one that counts.
+        let _ = self.inner.lost.set(refusal);
         self.inner.cancel.cancel();
     }
 
     /// True when the lease was lost (the broker refused an extension).
     pub(crate) fn lease_lost(&self) -> bool {
-        self.inner.lost.load(Ordering::Acquire)
+        self.inner.lost.get().is_some()
+    }
+
+    /// Why the lease was lost, if it was.
+    pub(crate) fn lost_to(&self) -> Option<Refusal> {
+        self.inner.lost.get().copied()
+    }
+
+    /// The result recorded under an effect's key, if any.
+    pub(crate) fn recorded_effect(&self, key: &str) -> Option<String> {
+        self.effects().get(key).cloned()
+    }
+
+    /// How many effects the task holds.
+    pub(crate) fn recorded_effects(&self) -> usize {
+        self.effects().len()
+    }
+
+    /// Remembers an effect this attempt recorded, so a second call with its key returns it.
+    pub(crate) fn remember_effect(&self, key: String, result: String) {
+        self.effects().insert(key, result);
+    }
+
+    /// The way to the broker for effects.
+    pub(crate) fn broker(&self) -> &dyn ContextBroker {
+        &*self.inner.broker
+    }
+
+    fn effects(&self) -> std::sync::MutexGuard<'_, Effects> {
+        // Held only for a lookup or an insert, which a panic cannot leave half done.
+        self.inner
+            .effects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Stops the attempt (timeout, end of grace period).

@@ -94,7 +94,7 @@ impl<B: Broker> Heartbeat<B> {
                                     %refusal,
                                     "the broker refused to extend a lease"
                                 );
-                                ctx.lose_lease();
+                                ctx.lose_lease(refusal);
                             }
                         }
                     }

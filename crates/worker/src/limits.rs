@@ -27,7 +27,7 @@ pub const TIMEOUT_MAX: Duration = core::LEASE_DURATION_MAX;
 pub const POLL_WAIT_DEFAULT: Duration = Duration::from_secs(2);
 
 /// Most tasks one reserve call asks for, unless the builder says otherwise. A call never asks
-/// for more than the queue's free handler slots either.
+/// for more than the queue has room for either (free handler slots plus free prefetch).
 pub const RESERVE_BATCH_MAX_DEFAULT: usize = 100;
 
 /// How long shutdown lets in-flight handlers finish before cancelling them and releasing their
@@ -37,14 +37,15 @@ pub const GRACE_PERIOD_DEFAULT: Duration = Duration::from_secs(30);
 /// Longest grace period a worker may be given.
 pub const GRACE_PERIOD_MAX: Duration = Duration::from_secs(3600);
 
-/// Most tasks one worker runs at once, over all its queues. It bounds the handler tasks, the
-/// leases a heartbeat round extends, and the completion channel.
+/// Most leases one worker holds at once, over all its queues: the sum of their concurrency
+/// and prefetch. It bounds the handler tasks, the tasks waiting in memory, the leases a
+/// heartbeat round extends, and the completion channel.
 pub const INFLIGHT_MAX: usize = 10_000;
 
 /// Most queues one worker serves; each has its own fetch loops.
 pub const QUEUES_MAX: usize = 256;
 
-/// Fetch loops per queue, sharing the queue's handler slots. With more than one, a reserve
+/// Fetch loops per queue, sharing the queue's lease budget. With more than one, a reserve
 /// call can start while another waits for the broker to make its leases durable, so
 /// reservation keeps up when each call costs a disk sync or a round trip.
 pub const FETCH_LANES_PER_QUEUE: usize = 2;

@@ -34,6 +34,21 @@ pub enum Outcome {
         /// Why, kept as the task's last error.
         error: String,
     },
+    /// The downstream this handler calls is overloaded (an HTTP 429 or 503, say): the attempt
+    /// failed through no fault of the task. It is retried after `retry_after` (the
+    /// downstream's Retry-After) if given, else after the task's backoff; like any failed
+    /// attempt it spends one of the task's attempts.
+    ///
+    /// It is counted apart from errors (`overloaded` in the [`crate::WorkerReport`] and per
+    /// kind in [`crate::WorkerStats`]) and logged without a warning. For a kind made adaptive
+    /// ([`crate::WorkerBuilder::adaptive`]) it also cuts how many tasks of the kind run at
+    /// once, so the worker backs off the downstream as TCP does.
+    Overloaded {
+        /// How long the downstream asked callers to wait, if it said.
+        retry_after: Option<Duration>,
+        /// What the downstream said, kept as the task's last error.
+        error: String,
+    },
 }
 
 impl Outcome {
@@ -59,6 +74,23 @@ impl Outcome {
         }
     }
 
+    /// The downstream is overloaded; retry after the task's backoff.
+    pub fn overloaded(error: impl Display) -> Self {
+        Outcome::Overloaded {
+            retry_after: None,
+            error: error.to_string(),
+        }
+    }
+
+    /// The downstream is overloaded and asked callers to come back after `wait` (its
+    /// Retry-After); retry then.
+    pub fn overloaded_for(wait: Duration, error: impl Display) -> Self {
+        Outcome::Overloaded {
+            retry_after: Some(wait),
+            error: error.to_string(),
+        }
+    }
+
     /// The error and retry decision to send to the broker, or `None` for [`Outcome::Complete`].
     pub(crate) fn into_failure(self) -> Option<(String, RetryDecision)> {
         match self {
@@ -66,6 +98,10 @@ impl Outcome {
             Outcome::Retry { error } => Some((error, RetryDecision::Backoff)),
             Outcome::RetryAfter { wait, error } => Some((error, RetryDecision::After(wait))),
             Outcome::Fail { error } => Some((error, RetryDecision::Never)),
+            Outcome::Overloaded { retry_after, error } => Some((
+                error,
+                retry_after.map_or(RetryDecision::Backoff, RetryDecision::After),
+            )),
         }
     }
 }
@@ -142,6 +178,17 @@ mod tests {
         assert_eq!(
             Outcome::fail("never").into_failure(),
             Some(("never".to_owned(), RetryDecision::Never))
+        );
+        assert_eq!(
+            Outcome::overloaded_for(Duration::from_secs(3), "429").into_failure(),
+            Some((
+                "429".to_owned(),
+                RetryDecision::After(Duration::from_secs(3))
+            ))
+        );
+        assert_eq!(
+            Outcome::overloaded("503").into_failure(),
+            Some(("503".to_owned(), RetryDecision::Backoff))
         );
     }
 }

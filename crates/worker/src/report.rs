@@ -12,7 +12,8 @@ use tokio::sync::watch;
 /// Counts of what a worker did since it started. Every field only grows.
 ///
 /// A failed attempt counts once in `retried` or `dead_lettered` (where the broker put the
-/// task) and, if it was a timeout or a panic, once more in `timed_out` or `panicked`.
+/// task) and, if it was a timeout, a panic or an overloaded downstream, once more in
+/// `timed_out`, `panicked` or `overloaded`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct WorkerReport {
     /// Tasks reserved from the broker.
@@ -28,6 +29,9 @@ pub struct WorkerReport {
     pub timed_out: u64,
     /// Attempts whose handler panicked.
     pub panicked: u64,
+    /// Attempts whose handler reported its downstream overloaded
+    /// ([`crate::Outcome::Overloaded`]).
+    pub overloaded: u64,
     /// Attempts stopped because the broker refused to extend their lease; their results were
     /// discarded.
     pub lease_lost: u64,
@@ -54,6 +58,7 @@ pub(crate) enum Count {
     DeadLettered,
     TimedOut,
     Panicked,
+    Overloaded,
     LeaseLost,
     Released,
     Refused,
@@ -62,7 +67,7 @@ pub(crate) enum Count {
     BrokerErrors,
 }
 
-const COUNTS: usize = 12;
+const COUNTS: usize = 13;
 
 /// The live counters behind [`WorkerReport`], shared by the worker's loops and its handles.
 #[derive(Debug)]
@@ -129,6 +134,7 @@ impl Counters {
             dead_lettered: get(Count::DeadLettered),
             timed_out: get(Count::TimedOut),
             panicked: get(Count::Panicked),
+            overloaded: get(Count::Overloaded),
             lease_lost: get(Count::LeaseLost),
             released: get(Count::Released),
             refused: get(Count::Refused),
@@ -153,6 +159,7 @@ mod tests {
             Count::DeadLettered,
             Count::TimedOut,
             Count::Panicked,
+            Count::Overloaded,
             Count::LeaseLost,
             Count::Released,
             Count::Refused,
@@ -172,6 +179,7 @@ mod tests {
             r.dead_lettered,
             r.timed_out,
             r.panicked,
+            r.overloaded,
             r.lease_lost,
             r.released,
             r.refused,

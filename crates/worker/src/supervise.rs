@@ -1,21 +1,29 @@
-//! The supervisor of one attempt: runs its handler and turns however it ended into a
-//! settlement for the completer.
+//! The supervisor of one reserved task: waits for room to start it, runs its handler, and
+//! turns however it ended into a settlement for the completer.
+//!
+//! A task starts once it holds a slot under its kind's adaptive limit (if the kind has one)
+//! and then one of its queue's handler slots, in that order, so a task held back by its kind
+//! never sits on a handler slot another kind could use ([`crate::capacity`]). While it waits
+//! it is prefetched: its lease is kept alive by the heartbeat; if shutdown starts it is
+//! released unrun, and if its lease is lost it is dropped.
 //!
 //! The handler runs in a task of its own so that a panic is caught (as a `JoinError`) instead
 //! of taking the worker down. The supervisor waits for the first of: the handler's outcome,
 //! the attempt's timeout, or its cancellation (lease lost, or end of the shutdown grace
 //! period). When it stops a handler, it fires the attempt's cancellation, aborts the handler
 //! task and waits for it to be dropped, so the handler slot is free only once the handler is
-//! gone.
+//! gone. How the attempt ended then feeds the kind's adaptive limit.
 //!
 //! | how it ended            | settlement                                  | counted as   |
 //! |-------------------------|---------------------------------------------|--------------|
 //! | outcome                 | ack, or fail with the outcome's decision    | by the broker's answer |
+//! | overloaded outcome      | fail, retry after its hint (or backoff)     | `overloaded` too |
 //! | no handler for the kind | fail, retry with backoff                    | by the broker's answer |
 //! | payload does not decode | fail, permanent                             | by the broker's answer |
 //! | panic                   | fail, retry with backoff                    | `panicked`   |
 //! | timeout                 | fail, retry with backoff                    | `timed_out`  |
 //! | lease lost              | none: the result is discarded               | `lease_lost` |
+//! | shutdown before it started | release, no attempt spent                | `released`   |
 //! | grace period over       | release, no attempt spent                   | `released`   |
 
 use std::any::Any;
@@ -27,24 +35,57 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinError;
 use tracing::Instrument;
 
+use crate::capacity::{Assignment, Gauge, KindGate, KindSlot, LeasePermit, QueueCapacity, Signal};
 use crate::complete::{Action, Settlement};
 use crate::context::TaskContext;
-use crate::handler::HandlerFuture;
+use crate::handler::{Handler, HandlerFuture};
 use crate::outcome::Outcome;
 use crate::report::Count;
 use crate::worker::Runtime;
 
-/// Runs one attempt and hands its settlement to the completer, with the attempt's handler
-/// slot. `timeout` is the task's own timeout, if it has one.
+/// What a dispatched task holds while it waits to start.
+pub(crate) struct Waiting {
+    /// Its queue.
+    pub(crate) queue: Arc<QueueCapacity>,
+    /// Counts it as prefetched until its handler starts.
+    pub(crate) prefetched: Gauge,
+    /// Counts it against its kind until it finishes; `None` for a kind without a handler.
+    pub(crate) assignment: Option<Assignment>,
+}
+
+/// Runs one reserved task and hands its settlement to the completer, with the task's lease
+/// permit. `timeout` is the task's own timeout, if it has one.
 pub(crate) async fn run<B: Broker>(
     runtime: Arc<Runtime<B>>,
     ctx: TaskContext,
     payload: Vec<u8>,
     timeout: Option<Duration>,
-    permit: Option<OwnedSemaphorePermit>,
+    waiting: Waiting,
+    permit: Option<LeasePermit>,
 ) {
-    let action = match runtime.handlers.get(ctx.kind()) {
-        None => {
+    let Waiting {
+        queue,
+        prefetched,
+        assignment,
+    } = waiting;
+    let mut prefetched = Some(prefetched);
+    let action = match (runtime.handlers.get(ctx.kind()), assignment) {
+        (Some(handler), Some(assignment)) => {
+            match wait_to_start(&runtime, &ctx, &queue, assignment.gate()).await {
+                Start::Run(kind_slot, handler_slot) => {
+                    drop(prefetched.take());
+                    let running = queue.running();
+                    runtime.counters.announce();
+                    let (action, signal) = execute(&runtime, &ctx, handler, payload, timeout).await;
+                    kind_slot.finish(signal, runtime.elapsed());
+                    drop((handler_slot, running, assignment));
+                    action
+                }
+                Start::Release => Some(Action::Release),
+                Start::Lost => None,
+            }
+        }
+        _ => {
             tracing::warn!(task = %ctx.id(), kind = ctx.kind(), "no handler for this kind");
             Some(Action::Fail {
                 error: format!(
@@ -55,17 +96,10 @@ pub(crate) async fn run<B: Broker>(
                 retry: RetryDecision::Backoff,
             })
         }
-        Some(handler) => match handler.start(ctx.clone(), payload) {
-            Err(error) => {
-                tracing::warn!(task = %ctx.id(), %error, "payload does not decode");
-                Some(Action::Fail {
-                    error,
-                    retry: RetryDecision::Never,
-                })
-            }
-            Ok(future) => attempt(&runtime, &ctx, future, timeout.unwrap_or(handler.timeout)).await,
-        },
     };
+    // Every count of the task (prefetched, running, its kind's) ends before its settlement is
+    // sent, so the stats agree with the report once the completer announces it.
+    drop(prefetched);
     match action {
         Some(action) => {
             let settlement = Settlement {
@@ -85,6 +119,89 @@ pub(crate) async fn run<B: Broker>(
     }
 }
 
+/// How the wait to start a task ended.
+enum Start {
+    /// It may run: it holds a slot under its kind's limit and a handler slot.
+    Run(KindSlot, OwnedSemaphorePermit),
+    /// Shutdown started first: release it unrun.
+    Release,
+    /// Its lease was lost meanwhile: drop it.
+    Lost,
+}
+
+/// Waits for a kind slot, then for a handler slot, unless shutdown starts or the lease is
+/// lost first. Shutdown is checked first, so nothing starts once it has begun.
+async fn wait_to_start<B>(
+    runtime: &Runtime<B>,
+    ctx: &TaskContext,
+    queue: &Arc<QueueCapacity>,
+    gate: &Arc<KindGate>,
+) -> Start {
+    let stopped = || {
+        if ctx.lease_lost() {
+            Start::Lost
+        } else {
+            Start::Release
+        }
+    };
+    if runtime.stop.is_cancelled() || ctx.is_cancelled() {
+        return stopped();
+    }
+    let kind_slot = match gate.try_start() {
+        Some(slot) => slot,
+        None => {
+            let held_back = queue.held_back();
+            runtime.counters.announce();
+            let slot = tokio::select! {
+                biased;
+                () = runtime.stop.cancelled() => None,
+                () = ctx.cancellation().cancelled() => None,
+                slot = gate.start() => Some(slot),
+            };
+            drop(held_back);
+            match slot {
+                Some(slot) => slot,
+                None => return stopped(),
+            }
+        }
+    };
+    let handler_slot = tokio::select! {
+        biased;
+        () = runtime.stop.cancelled() => None,
+        () = ctx.cancellation().cancelled() => None,
+        slot = queue.slots.clone().acquire_owned() => {
+            Some(slot.expect("the handler slot semaphore is never closed"))
+        }
+    };
+    match handler_slot {
+        // Both slots were free, or became free, before shutdown: start.
+        Some(handler_slot) if !runtime.stop.is_cancelled() => Start::Run(kind_slot, handler_slot),
+        _ => stopped(),
+    }
+}
+
+/// Decodes the payload and runs the handler. Returns the settlement (`None` when the lease
+/// was lost) and what the attempt says about the downstream's load.
+async fn execute<B: Broker>(
+    runtime: &Runtime<B>,
+    ctx: &TaskContext,
+    handler: &Handler,
+    payload: Vec<u8>,
+    timeout: Option<Duration>,
+) -> (Option<Action>, Signal) {
+    match handler.start(ctx.clone(), payload) {
+        Err(error) => {
+            tracing::warn!(task = %ctx.id(), %error, "payload does not decode");
+            let action = Action::Fail {
+                error,
+                retry: RetryDecision::Never,
+            };
+            (Some(action), Signal::Neutral)
+        }
+        Ok(future) => attempt(runtime, ctx, future, timeout.unwrap_or(handler.timeout)).await,
+    }
+}
+
 /// How the wait for a handler ended.
 enum Ending {
     Joined(Result<Outcome, JoinError>),
@@ -99,7 +216,7 @@ async fn attempt<B: Broker>(
     ctx: &TaskContext,
     future: HandlerFuture,
     timeout: Duration,
-) -> Option<Action> {
+) -> (Option<Action>, Signal) {
     let span = tracing::info_span!(
         "task",
         id = %ctx.id(),
@@ -121,26 +238,57 @@ async fn attempt<B: Broker>(
         let _ = handler.await;
     }
     match ending {
-        Ending::Joined(Ok(outcome)) => Some(match outcome.into_failure() {
-            None => Action::Ack,
-            Some((error, retry)) => Action::Fail { error, retry },
-        }),
+        // The lease was lost while the handler finished (an effect's confirmation was
+        // refused, say): whatever it returned, the task is another reservation's now.
+        Ending::Joined(_) | Ending::Cancelled if ctx.lease_lost() => {
+            tracing::warn!(
+                task = %ctx.id(),
+                kind = ctx.kind(),
+                fence = %ctx.fence(),
+                "lease lost: handler stopped and its result discarded"
+            );
+            (None, Signal::Neutral)
+        }
+        Ending::Joined(Ok(outcome)) => {
+            let signal = match &outcome {
+                Outcome::Complete => Signal::Success,
+                Outcome::Overloaded { error, retry_after } => {
+                    runtime.counters.add(Count::Overloaded, 1);
+                    tracing::info!(
+                        task = %ctx.id(),
+                        kind = ctx.kind(),
+                        %error,
+                        ?retry_after,
+                        "the downstream is overloaded; retrying later"
+                    );
+                    Signal::Overloaded
+                }
+                _ => Signal::Neutral,
+            };
+            let action = match outcome.into_failure() {
+                None => Action::Ack,
+                Some((error, retry)) => Action::Fail { error, retry },
+            };
+            (Some(action), signal)
+        }
         Ending::Joined(Err(error)) if error.is_panic() => {
             runtime.counters.add(Count::Panicked, 1);
             let message = panic_message(error.into_panic());
             tracing::warn!(task = %ctx.id(), kind = ctx.kind(), %message, "handler panicked");
-            Some(Action::Fail {
+            let action = Action::Fail {
                 error: format!("handler panicked: {message}"),
                 retry: RetryDecision::Backoff,
-            })
+            };
+            (Some(action), Signal::Neutral)
         }
         Ending::Joined(Err(_)) => {
             // Only the runtime shutting down cancels a handler task this supervisor did not
             // abort.
-            Some(Action::Fail {
+            let action = Action::Fail {
                 error: "the handler was cancelled by the runtime".to_owned(),
                 retry: RetryDecision::Backoff,
-            })
+            };
+            (Some(action), Signal::Neutral)
         }
         Ending::TimedOut => {
             runtime.counters.add(Count::TimedOut, 1);
@@ -149,21 +297,13 @@ async fn attempt<B: Broker>(
                 floodway_core::duration::format(timeout)
             );
             tracing::warn!(task = %ctx.id(), kind = ctx.kind(), %error, "handler timed out");
-            Some(Action::Fail {
+            let action = Action::Fail {
                 error,
                 retry: RetryDecision::Backoff,
-            })
+            };
+            (Some(action), Signal::TimedOut)
         }
-        Ending::Cancelled if ctx.lease_lost() => {
-            tracing::warn!(
-                task = %ctx.id(),
-                kind = ctx.kind(),
-                fence = %ctx.fence(),
-                "lease lost: handler stopped and its result discarded"
-            );
-            None
-        }
-        Ending::Cancelled => Some(Action::Release),
+        Ending::Cancelled => (Some(Action::Release), Signal::Neutral),
     }
 }
 

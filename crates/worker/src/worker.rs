@@ -2,33 +2,42 @@
 //!
 //! A running worker is a handful of tokio tasks:
 //! - fetch loops ([`crate::fetch`]), a few per queue, which reserve only as many tasks as the
-//!   queue has free handler slots and spawn a supervisor for each;
-//! - one supervisor per task in flight ([`crate::supervise`]), which runs the handler with its
-//!   timeout, catches panics, and hands the outcome to the completer;
+//!   queue has room for (free handler slots plus free prefetch, see [`crate::capacity`]) and
+//!   spawn a supervisor for each;
+//! - one supervisor per task held ([`crate::supervise`]), which waits for the task's kind slot
+//!   and handler slot, runs the handler with its timeout, catches panics, and hands the
+//!   outcome to the completer;
 //! - the completer ([`crate::complete`]), which sends acks, fails and releases in batches;
 //! - the heartbeat loop ([`crate::heartbeat`]), which extends the leases still held.
 //!
-//! Shutdown goes in the order that loses nothing: stop reserving, let handlers finish within
-//! the grace period, cancel the rest and release their tasks, flush the completer, and only
+//! Shutdown goes in the order that loses nothing: stop reserving, release the tasks that have
+//! not started, let handlers finish within the grace period, cancel the rest and release their
+//! tasks, flush the completer, and only
 //! then stop the heartbeats (a lease must stay alive until its settlement has landed).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use floodway_backpressure::AimdLimiter;
 use floodway_core::Broker;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::builder::{Settings, WorkerBuilder};
+use crate::capacity::{Kinds, QueueCapacity};
 use crate::complete::{self, Settlement};
+use crate::effect::{BrokerCalls, ContextBroker};
 use crate::error::WorkerError;
 use crate::handler::Handler;
 use crate::heartbeat::{Heartbeat, HeartbeatRequest};
 use crate::inflight::Inflight;
 use crate::limits;
 use crate::report::{Counters, WorkerReport};
+use crate::stats::WorkerStats;
 
 /// A worker: serves its queues with its handlers until told to shut down.
 ///
@@ -62,6 +71,10 @@ struct Shared {
     shutdown: CancellationToken,
     counters: Arc<Counters>,
     heartbeat: mpsc::Sender<HeartbeatRequest>,
+    /// Each queue's limits and live counts, in the order configured.
+    queues: Vec<Arc<QueueCapacity>>,
+    /// Each kind's adaptive limit and live counts.
+    kinds: Arc<Kinds>,
 }
 
 /// A handle on a worker, to watch its counts, trigger heartbeats, or shut it down from
@@ -81,6 +94,18 @@ impl WorkerHandle {
     /// The counts so far.
     pub fn report(&self) -> WorkerReport {
         self.shared.counters.snapshot()
+    }
+
+    /// What the worker holds and runs now, per queue (leases, running, prefetched, held back)
+    /// and per kind (running, waiting, adaptive limit, overloads, timeouts). Cheap: no broker
+    /// call, no lock held longer than a copy. Every change to these levels is announced like
+    /// a change of the counts, so [`WorkerHandle::wait_for`] can wait on them too (check them
+    /// in its condition).
+    pub fn stats(&self) -> WorkerStats {
+        WorkerStats {
+            queues: self.shared.queues.iter().map(|q| q.snapshot()).collect(),
+            kinds: self.shared.kinds.snapshot(),
+        }
     }
 
     /// Waits until the counts satisfy `condition` (checked now and after every change) and
@@ -139,6 +164,19 @@ pub(crate) struct Runtime<B> {
     pub(crate) settle: mpsc::Sender<Settlement>,
     /// The supervisors, so shutdown can wait for them.
     pub(crate) supervisors: TaskTracker,
+    /// Each kind's gate; supervisors take kind slots from it, fetch loops ask it for room.
+    pub(crate) kinds: Arc<Kinds>,
+    /// What handlers' contexts use to confirm leases and record effects.
+    pub(crate) context_broker: Arc<dyn ContextBroker>,
+    /// When the run started, on tokio's clock: the adaptive limits' time is measured from it.
+    pub(crate) started: Instant,
+}
+
+impl<B> Runtime<B> {
+    /// Time since the run started, for the adaptive limits.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
 }
 
 impl<B: Broker> Worker<B> {
@@ -151,9 +189,22 @@ impl<B: Broker> Worker<B> {
         broker: Arc<B>,
         settings: Settings,
         handlers: HashMap<String, Handler>,
+        limiters: HashMap<String, AimdLimiter>,
     ) -> Self {
         let (heartbeat, heartbeat_requests) = mpsc::channel(limits::HEARTBEAT_REQUESTS_MAX);
         let counters = Arc::new(Counters::default());
+        let queues = settings
+            .queues
+            .iter()
+            .map(|served| {
+                Arc::new(QueueCapacity::new(
+                    served.queue.clone(),
+                    served.concurrency,
+                    served.prefetch,
+                ))
+            })
+            .collect();
+        let kinds = Arc::new(Kinds::new(handlers.keys().cloned(), limiters));
         Worker {
             broker,
             settings: Arc::new(settings),
@@ -162,6 +213,8 @@ impl<B: Broker> Worker<B> {
                 shutdown: CancellationToken::new(),
                 counters: counters.clone(),
                 heartbeat,
+                queues,
+                kinds,
             }),
             heartbeat_requests,
             stopped: StopGuard(counters),
@@ -185,8 +238,9 @@ impl<B: Broker> Worker<B> {
     /// did.
     ///
     /// Shutdown stops reserving at once (a reserve call already waiting is let finish, and
-    /// whatever it returns is released unrun), lets in-flight handlers finish within the grace
-    /// period, then cancels the rest and releases their tasks without spending an attempt,
+    /// whatever it returns is released unrun), releases the tasks that have not started
+    /// (prefetched, or held back by an adaptive limit), lets running handlers finish within
+    /// the grace period, then cancels the rest and releases their tasks without spending an attempt,
     /// sends every pending ack, fail and release, and stops the heartbeats. Broker errors
     /// along the way are logged and retried; they never end the run early.
     ///
@@ -213,7 +267,8 @@ impl<B: Broker> Worker<B> {
             heartbeat_stop.clone().drop_guard(),
         );
 
-        let (settle, settlements) = mpsc::channel(settings.inflight_max());
+        // Every settlement carries a lease permit, so the channel never fills.
+        let (settle, settlements) = mpsc::channel(settings.leases_max());
         let completer = tokio::spawn(complete::run(
             broker.clone(),
             settlements,
@@ -230,6 +285,10 @@ impl<B: Broker> Worker<B> {
             .run(heartbeat_requests, heartbeat_stop.clone()),
         );
         let supervisors = TaskTracker::new();
+        let context_broker: Arc<dyn ContextBroker> = Arc::new(BrokerCalls {
+            broker: broker.clone(),
+            lease: settings.lease,
+        });
         let runtime = Arc::new(Runtime {
             broker,
             settings: settings.clone(),
@@ -240,21 +299,17 @@ impl<B: Broker> Worker<B> {
             grace_over: grace_over.clone(),
             settle,
             supervisors: supervisors.clone(),
+            kinds: shared.kinds.clone(),
+            context_broker,
+            started: Instant::now(),
         });
-        let fetchers: Vec<_> = settings
+        let fetchers: Vec<_> = shared
             .queues
             .iter()
-            .flat_map(|(queue, concurrency)| {
-                let slots = Arc::new(Semaphore::new(*concurrency));
-                let lanes = limits::FETCH_LANES_PER_QUEUE.min(*concurrency);
+            .flat_map(|queue| {
+                let lanes = limits::FETCH_LANES_PER_QUEUE.min(queue.concurrency + queue.prefetch);
                 (0..lanes)
-                    .map(|_| {
-                        tokio::spawn(crate::fetch::run(
-                            runtime.clone(),
-                            queue.clone(),
-                            slots.clone(),
-                        ))
-                    })
+                    .map(|_| tokio::spawn(crate::fetch::run(runtime.clone(), queue.clone())))
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -273,7 +328,7 @@ impl<B: Broker> Worker<B> {
         tracing::info!(
             in_flight = inflight.len(),
             grace_period = ?settings.grace_period,
-            "shutting down: reserving stopped, letting in-flight tasks finish"
+            "shutting down: reserving stopped, releasing tasks not started, letting running ones finish"
         );
         for fetcher in fetchers {
             if let Err(error) = fetcher.await {

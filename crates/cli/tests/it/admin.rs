@@ -1,8 +1,11 @@
 //! The administrative commands, round trip: enqueue, stats, tasks, pause and resume,
-//! configure, and dead letters made by overflow, then replayed and purged.
+//! configure (backpressure settings included, and stats showing them), and dead letters made
+//! by overflow, then replayed and purged.
 
 use std::io::Write;
 use std::process::Stdio;
+
+use serde_json::json;
 
 use crate::Floodway;
 
@@ -280,4 +283,119 @@ fn streamed_lines_print_one_id_each_in_order() {
     assert_eq!(b["priority"], 9);
     assert_eq!(b["state"], "scheduled");
     assert_eq!(b["headers"]["h"], "v");
+}
+
+#[test]
+fn configure_sets_backpressure_and_stats_shows_it() {
+    let floodway = Floodway::new();
+    let configured = floodway.json(&[
+        "configure",
+        "hot",
+        "--rate-limit",
+        "500/s:50",
+        "--key-rate-limit",
+        "10/s",
+        "--concurrency-max",
+        "2",
+        "--key-concurrency-max",
+        "1",
+        "--watermarks",
+        "3:1",
+        "--ttl",
+        "1h",
+    ]);
+    let config = &configured["config"];
+    assert_eq!(config["rate_limit"], json!({"rate": 500.0, "burst": 50}));
+    assert_eq!(config["key_rate_limit"], json!({"rate": 10.0, "burst": 10}));
+    assert_eq!(config["concurrency_max"], 2);
+    assert_eq!(config["key_concurrency_max"], 1);
+    assert_eq!(config["watermarks"], json!({"high": 3, "low": 1}));
+    assert_eq!(config["ttl"], "1h");
+    let shown = floodway.ok(&["configure", "hot"]);
+    for row in ["500/s (burst 50)", "10/s (burst 10)", "high 3, low 1", "1h"] {
+        assert!(shown.contains(row), "missing {row}:\n{shown}");
+    }
+
+    // Three tasks fill the queue to its high watermark; the fourth is refused (exit 1:
+    // backpressure, not bad input) and written nowhere.
+    let id = floodway
+        .ok(&["enqueue", "hot", "k", "--limit-key", "tenant-a"])
+        .trim()
+        .to_owned();
+    floodway.enqueue("hot", "k");
+    floodway.enqueue("hot", "k");
+    let refused = floodway.fails(&["enqueue", "hot", "k"], 1);
+    assert!(
+        refused.contains("overloaded") && refused.contains("high watermark of 3"),
+        "{refused}"
+    );
+    let task = floodway.json(&["tasks", "show", &id]);
+    assert_eq!(task["limit_key"], "tenant-a");
+    assert_eq!(task["effects"], json!({}));
+    assert!(floodway.ok(&["tasks", "show", &id]).contains("tenant-a"));
+
+    // Which side of its watermarks a queue is on lives in the broker's memory and starts at
+    // accepting when a process opens the data directory (docs of `Broker`); only a depth above
+    // the high watermark is reported refusing by a fresh process. At exactly the high mark each
+    // command here sees it accepting; the refusal is in the totals.
+    let stats = &floodway.json(&["stats", "hot"])[0];
+    assert_eq!(stats["refusing"], false);
+    assert_eq!(stats["totals"]["enqueued"], 3);
+    assert_eq!(stats["totals"]["rejected_overloaded"], 1);
+    let backpressure = &stats["backpressure"];
+    assert_eq!(backpressure["refusing"], false);
+    assert_eq!(backpressure["length"], 3);
+    assert_eq!(backpressure["watermarks"], json!({"high": 3, "low": 1}));
+    assert_eq!(backpressure["active"], 0);
+    assert_eq!(backpressure["concurrency_max"], 2);
+    assert_eq!(backpressure["key_concurrency_max"], 1);
+    assert_eq!(
+        backpressure["rate_limit"],
+        json!({"rate": 500.0, "burst": 50})
+    );
+    assert_eq!(backpressure["rejected_overloaded"], 1);
+    assert_eq!(backpressure["throttled_rate"], 0);
+    assert_eq!(backpressure["throttled_concurrency"], 0);
+
+    let table = floodway.ok(&["stats"]);
+    for cell in [
+        "accepting",
+        "3 / high 3, low 1",
+        "0 / 2",
+        "500/s (burst 50)",
+        "1 active, 10/s (burst 10)",
+        "Σ rejected overloaded",
+        "Σ throttled concurrency",
+    ] {
+        assert!(table.contains(cell), "missing {cell}:\n{table}");
+    }
+
+    // `none` removes a setting; the others stay.
+    floodway.ok(&["configure", "hot", "--watermarks", "none", "--ttl", "none"]);
+    let config = &floodway.json(&["stats", "hot"])[0]["config"];
+    assert_eq!(config["watermarks"], serde_json::Value::Null);
+    assert_eq!(config["ttl"], serde_json::Value::Null);
+    assert_eq!(config["concurrency_max"], 2);
+    floodway.enqueue("hot", "k");
+}
+
+#[test]
+fn invalid_backpressure_settings_are_bad_input_and_named() {
+    let floodway = Floodway::new();
+    floodway.enqueue("q", "k");
+    let message = floodway.fails(&["configure", "q", "--watermarks", "5:5"], 2);
+    assert!(message.contains("watermarks"), "{message}");
+    let message = floodway.fails(&["configure", "q", "--watermarks", "5"], 2);
+    assert!(message.contains("HIGH:LOW"), "{message}");
+    let message = floodway.fails(&["configure", "q", "--rate-limit", "fast"], 2);
+    assert!(message.contains("rate limit"), "{message}");
+    let message = floodway.fails(&["configure", "q", "--concurrency-max", "0"], 2);
+    assert!(message.contains("concurrency_max"), "{message}");
+    let message = floodway.fails(&["enqueue", "q", "k", "--limit-key", ""], 2);
+    assert!(message.contains("limit_key"), "{message}");
+    assert_eq!(
+        floodway.json(&["stats", "q"])[0]["config"]["watermarks"],
+        serde_json::Value::Null,
+        "nothing changed"
+    );
 }

@@ -1,6 +1,7 @@
-//! The producer against a real server: Retry-After honoured on a full queue, the circuit
-//! breaker opening on a dead server and closing when it is back, and no blind retry of a
-//! request whose outcome is unknown.
+//! The producer against a real server: Retry-After honoured on a full or overloaded queue
+//! (until it drains, or until the deadline), the circuit breaker opening on a dead server and
+//! closing when it is back, and no blind retry of a request whose outcome is unknown; and the
+//! same producer over an in-process broker.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,7 +9,10 @@ use std::time::Duration;
 use floodway_client::{
     BreakerConfig, BreakerState, ClientConfig, ClientError, Producer, ProducerConfig, ProducerEvent,
 };
-use floodway_core::{Broker, NewTask, QueueConfig, QueueName, ReserveRequest};
+use floodway_core::{
+    Broker, BrokerError, NewTask, QueueConfig, QueueName, ReserveRequest, Watermarks,
+};
+use floodway_embedded::EmbeddedBroker;
 use floodway_server::ServerConfig;
 use floodway_server::wire::ErrorCode;
 use tokio::sync::mpsc;
@@ -183,4 +187,168 @@ async fn an_unknown_outcome_is_retried_only_with_idempotency_keys() {
         }
     }
     assert!(*retries.lock().unwrap() >= 1, "a keyed enqueue is retried");
+}
+
+/// A queue with watermarks high 2, low 1 holding two tasks: the next enqueue would take it
+/// above its high watermark, so it refuses until workers bring it down to one.
+async fn overloaded_queue(broker: &EmbeddedBroker) -> QueueName {
+    let queue = QueueName::new("hot").unwrap();
+    let config = QueueConfig {
+        watermarks: Some(Watermarks { high: 2, low: 1 }),
+        ..QueueConfig::default()
+    };
+    broker.configure(&queue, config).await.unwrap();
+    broker
+        .enqueue(&queue, vec![NewTask::new("k", "1"), NewTask::new("k", "2")])
+        .await
+        .unwrap();
+    queue
+}
+
+/// Reserves and acks every waiting task of `queue`: the workers catching up.
+async fn drain(broker: &EmbeddedBroker, queue: &QueueName) {
+    let taken = broker
+        .reserve(ReserveRequest::new(
+            queue.clone(),
+            100,
+            Duration::from_secs(30),
+        ))
+        .await
+        .unwrap();
+    let leases: Vec<_> = taken.iter().map(|r| r.lease.as_ref()).collect();
+    broker.ack(&leases).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_overloaded_queue_is_retried_after_its_hint_until_it_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(broker(&dir), ServerConfig::default()).await;
+    let queue = overloaded_queue(&server.broker).await;
+
+    let (producer, mut events) = producer(&server.url, ProducerConfig::default());
+    let sending = {
+        let queue = queue.clone();
+        tokio::spawn(async move { producer.enqueue_one(&queue, NewTask::new("k", "3")).await })
+    };
+    let ProducerEvent::Backoff { wait, error, .. } = events.recv().await.unwrap() else {
+        panic!("expected a backoff");
+    };
+    assert_eq!(error.code(), Some(ErrorCode::QueueOverloaded), "{error}");
+    assert!(error.is_backpressure() && error.changed_nothing());
+    assert!(
+        wait >= error.retry_after().unwrap(),
+        "the hint is honoured: {wait:?}"
+    );
+    let BrokerError::Overloaded { high, low, .. } = BrokerError::from(error) else {
+        panic!("a 429 queue_overloaded is decoded as Overloaded");
+    };
+    assert_eq!((high, low), (2, 1));
+
+    drain(&server.broker, &queue).await;
+    let enqueued = sending
+        .await
+        .unwrap()
+        .expect("enqueued once the queue drained");
+    assert!(!enqueued.duplicate);
+    let stats = &server.broker.stats(Some(&queue)).await.unwrap()[0];
+    assert_eq!(stats.totals.enqueued, 3);
+    assert!(stats.totals.rejected_overloaded >= 1);
+    assert!(!stats.refusing);
+}
+
+#[tokio::test]
+async fn a_queue_still_overloaded_at_the_deadline_fails_with_the_overload() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(broker(&dir), ServerConfig::default()).await;
+    let queue = overloaded_queue(&server.broker).await;
+    let deadline = Duration::from_millis(1200);
+    let config = ProducerConfig {
+        deadline,
+        ..ProducerConfig::default()
+    };
+    let (producer, _events) = producer(&server.url, config);
+
+    let started = std::time::Instant::now();
+    let error = producer
+        .enqueue_one(&queue, NewTask::new("k", "3"))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < deadline + Duration::from_secs(1),
+        "gave up at the deadline, not later: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(error.code(), Some(ErrorCode::QueueOverloaded), "{error}");
+    assert!(
+        error.to_string().contains("overloaded") && error.to_string().contains("HTTP 429"),
+        "the error says what happened: {error}"
+    );
+    assert!(matches!(
+        BrokerError::from(error),
+        BrokerError::Overloaded {
+            length: 2,
+            high: 2,
+            low: 1,
+            ..
+        }
+    ));
+    let stats = &server.broker.stats(Some(&queue)).await.unwrap()[0];
+    assert_eq!(stats.totals.enqueued, 2, "nothing was written");
+    assert!(stats.refusing);
+}
+
+#[tokio::test]
+async fn a_producer_over_an_in_process_broker_handles_overload_and_unavailability() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = broker(&dir);
+    let queue = overloaded_queue(&embedded).await;
+    let (events, mut received) = mpsc::unbounded_channel();
+    let producer = Producer::from_broker(
+        embedded.clone(),
+        ProducerConfig {
+            // Open for longer than the deadline: once open, the call gives up at once.
+            breaker: BreakerConfig {
+                failure_threshold: 2,
+                open_for: Duration::from_secs(60),
+                ..BreakerConfig::default()
+            },
+            retry_base: Duration::from_millis(1),
+            retry_cap: Duration::from_secs(5),
+            deadline: Duration::from_secs(10),
+        },
+    )
+    .unwrap()
+    .with_observer(move |event| {
+        let _ = events.send(event.clone());
+    });
+
+    // Pushed back by the overloaded queue, exactly as over HTTP, until it drains.
+    let sending = {
+        let (producer, queue) = (producer.clone(), queue.clone());
+        tokio::spawn(async move { producer.enqueue_one(&queue, NewTask::new("k", "3")).await })
+    };
+    let ProducerEvent::Backoff { error, .. } = received.recv().await.unwrap() else {
+        panic!("expected a backoff");
+    };
+    assert!(
+        matches!(error, ClientError::Broker(BrokerError::Overloaded { .. })),
+        "{error:?}"
+    );
+    assert_eq!(error.code(), Some(ErrorCode::QueueOverloaded));
+    drain(&embedded, &queue).await;
+    sending
+        .await
+        .unwrap()
+        .expect("enqueued once the queue drained");
+    assert_eq!(producer.breaker_state(), BreakerState::Closed);
+
+    // An unavailable broker counts for the breaker: keyed tasks are retried (the outcome is
+    // unknown, the key makes a retry harmless) until the breaker opens.
+    embedded.close().await;
+    let error = producer
+        .enqueue_one(&queue, NewTask::new("k", "4").idempotency_key("k-4"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClientError::BreakerOpen(_)), "{error:?}");
+    assert_eq!(producer.breaker_state(), BreakerState::Open);
 }

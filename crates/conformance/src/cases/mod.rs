@@ -11,6 +11,7 @@
 pub mod bad_input;
 pub mod cancel;
 pub mod dead_letters;
+pub mod effects;
 pub mod enqueue;
 pub mod idempotency;
 pub mod leases;
@@ -22,7 +23,9 @@ pub mod restart;
 pub mod retry;
 pub mod schedule;
 pub mod stats;
+pub mod throttling;
 pub mod ttl;
+pub mod watermarks;
 
 use std::time::Duration;
 
@@ -214,6 +217,8 @@ impl Snapshot {
         for stats in &mut self.stats {
             stats.totals.stale_refused = 0;
             stats.totals.rejected_full = 0;
+            stats.totals.rejected_overloaded = 0;
+            stats.refusing = false;
         }
         self
     }

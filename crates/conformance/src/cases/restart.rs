@@ -44,6 +44,18 @@ pub async fn restart_keeps_queue_config_and_totals<H: Harness>(h: &mut H) {
         completed_retain: 7,
         dead_retain: 8,
         paused: false,
+        rate_limit: Some(floodway_core::RateLimit {
+            rate: 2.5,
+            burst: 3,
+        }),
+        key_rate_limit: Some(floodway_core::RateLimit {
+            rate: 0.5,
+            burst: 1,
+        }),
+        concurrency_max: Some(9),
+        key_concurrency_max: Some(4),
+        watermarks: Some(floodway_core::Watermarks { high: 50, low: 10 }),
+        ttl: Some(Duration::from_secs(3600)),
     };
     configure(h, &q, config.clone()).await;
     enqueue_one(h, &q, task("a").idempotency_key("a")).await;

@@ -164,6 +164,10 @@ pub async fn stats_totals_count_every_event<H: Harness>(h: &mut H) {
         replayed: 1,
         cancelled: 1,
         stale_refused: 1,
+        rejected_overloaded: 0,
+        throttled_rate: 0,
+        throttled_concurrency: 0,
+        effects_recorded: 0,
     };
     assert_eq!(totals, expected);
     assert_eq!(get(h, c).await.state, TaskState::Completed);

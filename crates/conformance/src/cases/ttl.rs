@@ -121,3 +121,28 @@ pub async fn ttl_applies_to_scheduled_and_retrying_tasks<H: Harness>(h: &mut H) 
     }
     assert_eq!(stats(h, &q).await.totals.dead.expired, 2);
 }
+
+/// A queue's `ttl` is the time to live of tasks enqueued without their own; a task's own
+/// `ttl` wins.
+pub async fn queue_ttl_applies_to_tasks_without_their_own<H: Harness>(h: &mut H) {
+    let q = queue("ttl-default");
+    super::configure(
+        h,
+        &q,
+        floodway_core::QueueConfig {
+            ttl: Some(Duration::from_secs(10)),
+            ..floodway_core::QueueConfig::default()
+        },
+    )
+    .await;
+    let plain = enqueue_one(h, &q, task("k")).await;
+    let own = enqueue_one(h, &q, task("k").ttl(Duration::from_secs(60))).await;
+    assert_eq!(
+        get(h, plain).await.expires_at,
+        Some(after(h, Duration::from_secs(10)))
+    );
+    h.clock().advance(Duration::from_secs(10));
+    assert_eq!(h.broker().promote().await.unwrap(), 1);
+    assert_eq!(get(h, plain).await.dead_reason, Some(DeadReason::Expired));
+    assert_eq!(get(h, own).await.state, TaskState::Ready);
+}

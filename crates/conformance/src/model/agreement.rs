@@ -370,6 +370,7 @@ impl<'h, H: Harness> Run<'h, H> {
             completed_retain: setup.completed_retain,
             dead_retain: setup.dead_retain,
             paused: false,
+            ..QueueConfig::default()
         };
         let mut model = Model::new();
         model

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use floodway_core::{
-    Broker, BrokerError, Capabilities, Clock, DeadSelector, Enqueued, FailOutcome, Failure,
-    IdGenerator, Lease, LeaseRef, LeaseResults, ManualClock, NewTask, QueueConfig, QueueName,
-    QueueStats, Refusal, Reservation, ReserveRequest, Task, TaskFilter, TaskId, Timestamp,
+    Broker, BrokerError, Capabilities, Clock, DeadSelector, EffectRecord, Enqueued, FailOutcome,
+    Failure, IdGenerator, Lease, LeaseRef, LeaseResults, ManualClock, NewTask, QueueConfig,
+    QueueName, QueueStats, Refusal, Reservation, ReserveRequest, Task, TaskFilter, TaskId,
+    Timestamp,
 };
 use tokio::sync::Notify;
 
@@ -161,6 +162,13 @@ impl Broker for ModelBroker {
 
     async fn release(&self, leases: &[LeaseRef]) -> Result<LeaseResults, BrokerError> {
         self.change(|state, now| state.model.release(leases, now))
+    }
+
+    async fn record_effects(
+        &self,
+        effects: Vec<EffectRecord>,
+    ) -> Result<LeaseResults, BrokerError> {
+        self.change(|state, now| state.model.record_effects(effects, now))
     }
 
     async fn cancel(&self, ids: &[TaskId]) -> Result<LeaseResults, BrokerError> {

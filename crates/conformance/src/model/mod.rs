@@ -17,13 +17,14 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use floodway_backpressure::{TokenBucket, WatermarkGate};
 use floodway_core::broker::{validate_batch, validate_lease_duration};
 use floodway_core::task::truncate_error;
 use floodway_core::{
-    BrokerError, DeadReason, DeadSelector, Enqueued, Event, FailOutcome, Failure, Fence, Lease,
-    LeaseRef, LeaseResults, NewTask, OverflowPolicy, QueueConfig, QueueName, QueueStats,
-    QueueTotals, Refusal, Reservation, ReserveRequest, StateCounts, Task, TaskFilter, TaskId,
-    TaskState, Timestamp, limits, transition,
+    BrokerError, DeadReason, DeadSelector, EffectRecord, Enqueued, Event, FailOutcome, Failure,
+    Fence, Lease, LeaseRef, LeaseResults, NewTask, OverflowPolicy, QueueConfig, QueueName,
+    QueueStats, QueueTotals, Refusal, Reservation, ReserveRequest, StateCounts, Task, TaskFilter,
+    TaskId, TaskState, Timestamp, limits, transition,
 };
 
 pub use agreement::model_agrees_with_broker;
@@ -47,15 +48,38 @@ struct QueueRecord {
     totals: QueueTotals,
     /// Idempotency keys: the first task enqueued with each key, and when.
     keys: HashMap<String, (TaskId, Timestamp)>,
+    /// The queue's rate-limit bucket, created full on first use.
+    bucket: Option<TokenBucket>,
+    /// One bucket per limit key, created full on first use.
+    key_buckets: HashMap<String, TokenBucket>,
+    /// The watermark gate, accepting when the watermarks are (re)configured.
+    gate: Option<WatermarkGate>,
 }
 
 impl QueueRecord {
     fn new(config: QueueConfig) -> Self {
         QueueRecord {
+            gate: config.watermarks.and_then(|m| WatermarkGate::new(m).ok()),
             config,
             totals: QueueTotals::default(),
             keys: HashMap::new(),
+            bucket: None,
+            key_buckets: HashMap::new(),
         }
+    }
+
+    /// Takes a new configuration; buckets and gate start afresh when their settings change.
+    fn reconfigure(&mut self, config: QueueConfig) {
+        if self.config.rate_limit != config.rate_limit
+            || self.config.key_rate_limit != config.key_rate_limit
+            || self.config.watermarks != config.watermarks
+        {
+            let fresh = QueueRecord::new(config.clone());
+            self.bucket = fresh.bucket;
+            self.key_buckets = fresh.key_buckets;
+            self.gate = fresh.gate;
+        }
+        self.config = config;
     }
 
     /// The task that first used `key`, if that was less than the window ago.
@@ -203,6 +227,21 @@ impl Model {
 
         let new = slots.iter().filter(|s| matches!(s, Slot::New)).count() as u64;
         let length = self.length(queue);
+        let record = self.queues.get_mut(queue).expect("created above");
+        if new > 0
+            && let Some(gate) = record.gate.as_mut()
+            && !gate.admit(length, new)
+        {
+            let marks = gate.marks();
+            record.totals.rejected_overloaded += 1;
+            return Err(BrokerError::Overloaded {
+                queue: queue.clone(),
+                length,
+                high: marks.high,
+                low: marks.low,
+                retry_after: RETRY_AFTER,
+            });
+        }
         let limit = config.length_limit();
         let excess = (length + new).saturating_sub(limit);
         if new > limit {
@@ -304,7 +343,7 @@ impl Model {
             let task = &self.tasks[i].task;
             (Reverse(task.priority), task.run_at, task.id)
         });
-        eligible.truncate(request.max);
+        let eligible = self.apply_limits(&request.queue, eligible, request.max, now);
 
         let mut reservations = Vec::with_capacity(eligible.len());
         for i in eligible {
@@ -327,6 +366,147 @@ impl Model {
         }
         self.totals(&request.queue).reserved += reservations.len() as u64;
         Ok(reservations)
+    }
+
+    /// Of the eligible tasks (in reservation order), those the queue's rate and concurrency
+    /// limits let through, taking their tokens; counts a call cut short by a limit. The
+    /// "Reservation limits" rule, step by step.
+    fn apply_limits(
+        &mut self,
+        queue: &QueueName,
+        eligible: Vec<usize>,
+        max: usize,
+        now: Timestamp,
+    ) -> Vec<usize> {
+        let at = Duration::from_millis(now.as_millis());
+        let mut active: HashMap<Option<String>, u32> = HashMap::new();
+        let mut queue_active = 0usize;
+        for record in &self.tasks {
+            if record.task.queue == *queue && record.task.state == TaskState::Active {
+                queue_active += 1;
+                *active.entry(record.task.limit_key.clone()).or_default() += 1;
+            }
+        }
+        let record = self
+            .queues
+            .get_mut(queue)
+            .expect("reserve checked the queue");
+        let config = record.config.clone();
+        let slots = config
+            .concurrency_max
+            .map_or(usize::MAX, |m| (m as usize).saturating_sub(queue_active));
+        let tokens = match config.rate_limit {
+            Some(limit) => record
+                .bucket
+                .get_or_insert_with(|| limit.bucket(at).expect("validated"))
+                .available(at) as usize,
+            None => usize::MAX,
+        };
+        let room = max.min(slots).min(tokens);
+        let (mut by_rate, mut by_concurrency) = (false, false);
+        let mut passed_over = 0;
+        let mut chosen = Vec::new();
+        for i in eligible {
+            let key = self.tasks[i].task.limit_key.clone();
+            if let Some(key) = &key {
+                let running = active.get(&Some(key.clone())).copied().unwrap_or(0);
+                let full = config.key_concurrency_max.is_some_and(|m| running >= m);
+                let dry = !full
+                    && config.key_rate_limit.is_some_and(|limit| {
+                        record
+                            .key_buckets
+                            .entry(key.clone())
+                            .or_insert_with(|| limit.bucket(at).expect("validated"))
+                            .available(at)
+                            == 0
+                    });
+                if full || dry {
+                    by_concurrency |= full;
+                    by_rate |= dry;
+                    passed_over += 1;
+                    if passed_over > limits::LIMITED_SCAN_MAX {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            if chosen.len() == max {
+                break;
+            }
+            if chosen.len() == room {
+                if room == tokens {
+                    by_rate = true;
+                } else {
+                    by_concurrency = true;
+                }
+                break;
+            }
+            if let Some(key) = key {
+                if let Some(bucket) = record.key_buckets.get_mut(&key) {
+                    bucket.take_up_to(1, at);
+                }
+                *active.entry(Some(key)).or_default() += 1;
+            }
+            chosen.push(i);
+        }
+        if let Some(bucket) = record.bucket.as_mut() {
+            bucket.take_up_to(chosen.len() as u32, at);
+        }
+        if chosen.len() < max {
+            if by_rate {
+                record.totals.throttled_rate += 1;
+            } else if by_concurrency {
+                record.totals.throttled_concurrency += 1;
+            }
+        }
+        chosen
+    }
+
+    /// Records side effects on tasks whose lease the caller holds.
+    pub fn record_effects(
+        &mut self,
+        effects: Vec<EffectRecord>,
+        now: Timestamp,
+    ) -> Result<LeaseResults, BrokerError> {
+        validate_batch(effects.len())?;
+        for effect in &effects {
+            effect.validate()?;
+        }
+        for effect in &effects {
+            let Some(index) = self.index(effect.lease.task_id) else {
+                continue;
+            };
+            let mut keys: Vec<&str> = self.tasks[index]
+                .task
+                .effects
+                .keys()
+                .map(String::as_str)
+                .collect();
+            for other in &effects {
+                if other.lease.task_id == effect.lease.task_id
+                    && !keys.contains(&other.key.as_str())
+                {
+                    keys.push(&other.key);
+                }
+            }
+            if keys.len() > limits::EFFECTS_MAX {
+                return Err(BrokerError::invalid(
+                    "effects",
+                    format!("a task holds at most {} effects", limits::EFFECTS_MAX),
+                ));
+            }
+        }
+        let mut results = Vec::with_capacity(effects.len());
+        for effect in effects {
+            let result = self.check_counted(effect.lease, now).map(|i| {
+                let task = &mut self.tasks[i].task;
+                task.effects.insert(effect.key, effect.result);
+                let queue = task.queue.clone();
+                self.totals(&queue).effects_recorded += 1;
+            });
+            results.push(result);
+        }
+        Ok(results)
     }
 
     /// True when no unfinished task of the same queue with a lower id shares the task's
@@ -606,12 +786,17 @@ impl Model {
                 oldest_ready_age = Some(oldest_ready_age.map_or(age, |a: Duration| a.max(age)));
             }
         }
+        let refusing = record.gate.as_ref().is_some_and(|gate| {
+            let length = counts.waiting();
+            (gate.is_refusing() && length > gate.marks().low) || length > gate.marks().high
+        });
         QueueStats {
             queue: queue.clone(),
             config: record.config.clone(),
             counts,
             totals: record.totals,
             oldest_ready_age,
+            refusing,
         }
     }
 
@@ -642,7 +827,10 @@ impl Model {
     pub fn configure(&mut self, queue: &QueueName, config: QueueConfig) -> Result<(), BrokerError> {
         config.validate()?;
         self.create_queue(queue, config.clone())?;
-        self.queues.get_mut(queue).expect("created above").config = config;
+        self.queues
+            .get_mut(queue)
+            .expect("created above")
+            .reconfigure(config);
         self.retain();
         Ok(())
     }

@@ -10,9 +10,9 @@ use std::time::Duration;
 use floodway_conformance::model::{MODEL_CLOCK_START, ModelBroker};
 use floodway_conformance::{Harness, cases, model};
 use floodway_core::{
-    Broker, BrokerError, Capabilities, DeadSelector, Enqueued, FailOutcome, Failure, Lease,
-    LeaseRef, LeaseResults, ManualClock, NewTask, QueueConfig, QueueName, QueueStats, Refusal,
-    Reservation, ReserveRequest, Task, TaskFilter, TaskId,
+    Broker, BrokerError, Capabilities, DeadSelector, EffectRecord, Enqueued, FailOutcome, Failure,
+    Lease, LeaseRef, LeaseResults, ManualClock, NewTask, QueueConfig, QueueName, QueueStats,
+    Refusal, Reservation, ReserveRequest, Task, TaskFilter, TaskId,
 };
 
 /// The one bug a [`Mutant`] has.
@@ -24,6 +24,8 @@ enum Bug {
     RestartLosesEverything,
     /// Promote reports one task more than it moved.
     PromoteMiscounts,
+    /// Configure keeps everything but the rate limits, concurrency limits and watermarks.
+    ConfigureDropsBackpressure,
 }
 
 struct Mutant {
@@ -59,6 +61,12 @@ impl Broker for Mutant {
     ) -> Result<Vec<Result<FailOutcome, Refusal>>, BrokerError> {
         self.inner.fail(failures).await
     }
+    async fn record_effects(
+        &self,
+        effects: Vec<EffectRecord>,
+    ) -> Result<LeaseResults, BrokerError> {
+        self.inner.record_effects(effects).await
+    }
     async fn extend(
         &self,
         leases: &[LeaseRef],
@@ -86,6 +94,17 @@ impl Broker for Mutant {
         self.inner.stats(queue).await
     }
     async fn configure(&self, queue: &QueueName, config: QueueConfig) -> Result<(), BrokerError> {
+        if self.bug == Some(Bug::ConfigureDropsBackpressure) {
+            let config = QueueConfig {
+                rate_limit: None,
+                key_rate_limit: None,
+                concurrency_max: None,
+                key_concurrency_max: None,
+                watermarks: None,
+                ..config
+            };
+            return self.inner.configure(queue, config).await;
+        }
         self.inner.configure(queue, config).await
     }
     async fn pause(&self, queue: &QueueName) -> Result<(), BrokerError> {
@@ -194,6 +213,46 @@ fn restart_case_catches_a_restart_that_loses_everything() {
 #[should_panic(expected = "disagrees with the model")]
 fn proptest_catches_a_miscounting_promote() {
     model::model_agrees_with_broker(|| async { MutantHarness::new(Bug::PromoteMiscounts) });
+}
+
+#[test]
+#[should_panic]
+fn rate_case_catches_a_broker_without_rate_limits() {
+    run_case(
+        |mut h| async move {
+            cases::throttling::queue_rate_limit_hands_out_a_burst_then_one_task_per_token(&mut h)
+                .await
+        },
+        Bug::ConfigureDropsBackpressure,
+    );
+}
+
+#[test]
+#[should_panic]
+fn concurrency_case_catches_a_broker_without_concurrency_limits() {
+    run_case(
+        |mut h| async move {
+            cases::throttling::queue_concurrency_limit_counts_leases_and_every_way_out_frees_a_slot(
+                &mut h,
+            )
+            .await
+        },
+        Bug::ConfigureDropsBackpressure,
+    );
+}
+
+#[test]
+#[should_panic]
+fn watermark_case_catches_a_broker_without_watermarks() {
+    run_case(
+        |mut h| async move {
+            cases::watermarks::enqueue_above_the_high_watermark_is_refused_until_down_to_the_low(
+                &mut h,
+            )
+            .await
+        },
+        Bug::ConfigureDropsBackpressure,
+    );
 }
 
 /// The whole suite against a broker without priorities, partition FIFO or restart.

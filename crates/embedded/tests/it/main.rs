@@ -3,4 +3,5 @@
 //! `storage.rs` covers what only this broker has: its files, recovery and group commit.
 
 mod conformance;
+mod limits;
 mod storage;

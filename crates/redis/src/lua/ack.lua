@@ -2,9 +2,9 @@
 -- per lease as check() judges it (code 0 completed the task), or just {'ok'} when every lease
 -- completed its task.
 --
--- The common batch (distinct tasks without partition keys) takes a hot path that replaces
--- each record's header and worker in place and updates the indexes with one command each;
--- any other batch goes through the record cache, item by item.
+-- The common batch (distinct tasks without partition or limit keys) takes a hot path that
+-- replaces each record's header and worker in place and updates the indexes with one command
+-- each; any other batch goes through the record cache, item by item.
 
 open_shard()
 init_now()
@@ -15,7 +15,7 @@ local got = redis.call('HMGET', K_REC, unpack(tids))
 local hot = true
 local seen = {}
 for i, tid in ipairs(tids) do
-  if seen[tid] or (got[i] and struct.unpack('>B', got[i], 5) % 2 == F_PK) then
+  if seen[tid] or (got[i] and bit.band(struct.unpack('>B', got[i], 5), F_PK + F_LK) ~= 0) then
     hot = false
     break
   end
@@ -55,6 +55,7 @@ if hot then
     bump('n2', -#acked)
     bump('n4', #acked)
     bump('completed', #acked)
+    if limits_concurrency() then WOKE = true end
   end
 else
   for i, tid in ipairs(tids) do
@@ -72,6 +73,7 @@ else
       redis.call('ZREM', K_OPEN, tid)
       redis.call('ZADD', K_DONE, 0, tid)
       leave_partition(tid, t)
+      leave_active(t)
       bump('n2', -1)
       bump('n4')
       bump('completed')

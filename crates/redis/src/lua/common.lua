@@ -12,7 +12,10 @@
 -- before writing anything or runs to the end, since Redis does not roll a script back.
 --
 -- The task record (K_REC, field = tid) is a struct-packed header followed by short strings
--- and the client's body; src/record.rs reads and writes the same layout.
+-- (worker, last error, retry policy, idempotency key, partition key, dead-letter log entry),
+-- then, only when the header's flags say so, the limit key (F_LK) and the effects block
+-- (F_EFF: a u32 byte length, a u16 count, then key and result strings), then the client's
+-- body; src/codec.rs (Record) reads the same layout.
 
 local B = KEYS[1]
 local K_META = B .. ':m'   -- hash: configuration, counts per state, totals, id and fence state
@@ -30,6 +33,9 @@ local K_IDEM = B .. ':i'   -- hash: idempotency key -> "tid:first use"
 local K_IDEMX = B .. ':ix' -- zset: idempotency keys by first use, to forget them after the window
 local K_EV = B .. ':e'     -- stream: wake-up events for reserves waiting in other processes
 local K_PK = B .. ':p:'    -- prefix of zset (lex) per partition key: its unfinished tasks by tid
+local K_KACT = B .. ':ka'  -- hash: limit key -> its active tasks (fields at zero are deleted)
+local K_KB = B .. ':kb'    -- hash: limit key -> its token bucket, "tokens|updated ms" (absent: full)
+local K_KBX = B .. ':kx'   -- zset: limit keys in K_KB by when their bucket is full again
 local function K_DEAD(reason) return B .. ':d' .. reason end -- zset (lex) per dead reason
 
 local S_SCHED, S_READY, S_ACTIVE, S_RETRY, S_DONE, S_DEAD, S_CANC = 0, 1, 2, 3, 4, 5, 6
@@ -41,6 +47,8 @@ local EPOCH_UNIT = 4294967296 -- 2^32: fences of a new epoch start above epoch *
 local HDR = '>BBBBBddddddd'   -- version state priority dead_reason flags attempt fence run_at expires lease finished created
 local HDR_LEN = 61
 local F_PK = 1                -- flags: the task has a partition key
+local F_LK = 2                -- flags: a limit key follows the dead-letter entry
+local F_EFF = 4               -- flags: an effects block follows (after the limit key, if any)
 
 local MARKER, MODE = ARGV[1], ARGV[2]
 local NOW = 0
@@ -87,13 +95,45 @@ local function init_now()
   NOW = now
 end
 
--- Writes the configuration fields given as ARGV[first ..] (see src/scripts.rs, ConfigArgs).
+-- The configuration's metadata fields, in the order of src/codec.rs, encode_config.
+local CONFIG = {'len', 'ovf', 'retry', 'idem', 'cret', 'dret', 'paused',
+  'rl', 'krl', 'cmax', 'kcmax', 'wm', 'ttl'}
+
+-- Writes the configuration fields given as ARGV[first ..] (src/codec.rs, encode_config).
 local function set_config(first)
-  local names = {'len', 'ovf', 'retry', 'idem', 'cret', 'dret', 'paused'}
-  for i, name in ipairs(names) do
+  for i, name in ipairs(CONFIG) do
     SET[name] = ARGV[first + i - 1]
     M[name] = ARGV[first + i - 1]
   end
+end
+
+-- A queue-wide number for one of `shards` shards: a partitioned queue enforces length_max,
+-- the watermarks, the queue's concurrency and its burst as ceil(n / shards) per shard.
+local function per_shard(n, shards)
+  if shards > 1 then return math.ceil(n / shards) end
+  return n
+end
+
+-- A configured count (concurrency_max and the like), or false for none (-1, or a shard made
+-- before the field existed).
+local function config_count(field)
+  local v = M[field]
+  if v == nil or v == '' or v == '-1' then return false end
+  return tonumber(v)
+end
+
+-- A configured "a|b" pair of numbers (rate limits, watermarks), or false for none.
+local function config_pair(field)
+  local v = M[field]
+  if v == nil or v == '' then return false end
+  local a, b = string.match(v, '^([^|]+)|([^|]+)$')
+  return tonumber(a), tonumber(b)
+end
+
+-- True when the queue limits concurrency: a task leaving Active may then let a waiting
+-- reserve in another process take one, so the script wakes them.
+local function limits_concurrency()
+  return config_count('cmax') or config_count('kcmax')
 end
 
 local function create_shard(config_first)
@@ -116,8 +156,10 @@ local function wstr(v)
   return '\0\0'
 end
 
+-- A decoded record. `lk` is the limit key or false; `ef` the effects block's content (count
+-- and pairs, kept packed: only record_effects reads it) or false.
 local function decode(s)
-  local _, st, pr, dr, _, at, fe, ra, ex, le, fi, cr, pos = struct.unpack(HDR, s)
+  local _, st, pr, dr, fl, at, fe, ra, ex, le, fi, cr, pos = struct.unpack(HDR, s)
   local t = {st = st, pr = pr, dr = dr, at = at, fe = fe, ra = ra, ex = ex, le = le, fi = fi, cr = cr}
   t.wk, pos = rstr(s, pos)
   t.er, pos = rstr(s, pos)
@@ -125,15 +167,45 @@ local function decode(s)
   t.ik, pos = rstr(s, pos)
   t.pk, pos = rstr(s, pos)
   t.dl, pos = rstr(s, pos)
+  t.lk, t.ef = false, false
+  if bit.band(fl, F_LK) ~= 0 then t.lk, pos = rstr(s, pos) end
+  if bit.band(fl, F_EFF) ~= 0 then
+    local n
+    n, pos = struct.unpack('>I4', s, pos)
+    t.ef = string.sub(s, pos, pos + n - 1)
+    pos = pos + n
+  end
   t.body = string.sub(s, pos)
   return t
 end
 
 local function encode(t)
-  local flags = 0
+  local flags, tail = 0, ''
   if t.pk then flags = F_PK end
+  if t.lk then
+    flags = flags + F_LK
+    tail = wstr(t.lk)
+  end
+  if t.ef then
+    flags = flags + F_EFF
+    tail = tail .. struct.pack('>I4', #t.ef) .. t.ef
+  end
   return struct.pack(HDR, 1, t.st, t.pr, t.dr, flags, t.at, t.fe, t.ra, t.ex, t.le, t.fi, t.cr)
-    .. wstr(t.wk) .. wstr(t.er) .. wstr(t.rt) .. wstr(t.ik) .. wstr(t.pk) .. wstr(t.dl) .. t.body
+    .. wstr(t.wk) .. wstr(t.er) .. wstr(t.rt) .. wstr(t.ik) .. wstr(t.pk) .. wstr(t.dl) .. tail
+    .. t.body
+end
+
+-- The limit key of an encoded record, or false, without decoding the rest: the hot paths
+-- (reserve) splice records instead of decoding them.
+local function limit_key_of(s)
+  if bit.band(struct.unpack('>B', s, 5), F_LK) == 0 then return false end
+  local pos = HDR_LEN + 1
+  for _ = 1, 6 do
+    local n = struct.unpack('>H', s, pos)
+    pos = pos + 2
+    if n > 0 then pos = pos + n - 1 end
+  end
+  return (rstr(s, pos))
 end
 
 -- Loads the records of tids not yet cached.
@@ -319,6 +391,16 @@ local function join_partition(tid, t)
   end
 end
 
+-- Counts a task that leaves Active (completed, failed, released, or taken back by reaping)
+-- out of its limit key's active tasks, and wakes reserves that a concurrency limit may have
+-- held back.
+local function leave_active(t)
+  if t.lk then
+    if redis.call('HINCRBY', K_KACT, t.lk, -1) <= 0 then redis.call('HDEL', K_KACT, t.lk) end
+  end
+  if limits_concurrency() then WOKE = true end
+end
+
 -- Moves a task that left its previous indexes to the dead letters.
 local function bury(tid, t, reason, at)
   t.st = S_DEAD
@@ -380,6 +462,7 @@ local function reap(bound)
     local t = R[tid]
     bump('n2', -1)
     bump('leases_expired')
+    leave_active(t)
     if t.at >= max_attempts(t.rt) then
       bury(tid, t, R_MAX, t.le)
     else
@@ -436,6 +519,17 @@ local function forget_keys(bound)
   redis.call('HDEL', K_IDEM, unpack(old))
   redis.call('ZREM', K_IDEMX, unpack(old))
   return #old
+end
+
+-- Forgets up to `bound` limit keys' token buckets that have filled up again: a missing
+-- bucket is a full one, so this changes no decision and keeps K_KB from growing with every
+-- limit key ever seen.
+local function forget_full_buckets(bound)
+  local full = redis.call('ZRANGEBYSCORE', K_KBX, '-inf', NOW, 'LIMIT', 0, bound)
+  if #full == 0 then return 0 end
+  redis.call('HDEL', K_KB, unpack(full))
+  redis.call('ZREM', K_KBX, unpack(full))
+  return #full
 end
 
 -- Lease checks -------------------------------------------------------------------------------

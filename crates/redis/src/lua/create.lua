@@ -1,4 +1,4 @@
--- create: ARGV[4..10] the configuration. Creates the shard's metadata if it is missing (a
+-- create: ARGV[4 .. 3 + #CONFIG] the configuration. Creates the shard's metadata if it is missing (a
 -- queue's shards are created before its first use); changes nothing otherwise. Answers {'ok'}.
 
 if not open_shard() then

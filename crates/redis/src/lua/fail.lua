@@ -28,6 +28,7 @@ for i = 4, #ARGV, 5 do
     t.le = -1
     t.wk = false
     bump('n2', -1)
+    leave_active(t)
     if reason then
       bury(tid, t, reason, NOW)
       code, value = 5, reason

@@ -1,5 +1,5 @@
--- housekeeping: ARGV[4] what to do ('p' promote, 'r' reap, 'a' all: reap, promote and forget
--- old idempotency keys), ARGV[5] most tasks per step. Answers {'ok', tasks moved, full} where
+-- housekeeping: ARGV[4] what to do ('p' promote, 'r' reap, 'a' all: reap, promote, forget
+-- old idempotency keys and limit keys' full token buckets), ARGV[5] most tasks per step. Answers {'ok', tasks moved, full} where
 -- full is 1 when a step hit the bound (call again to go on).
 
 if not open_shard() then return {'absent'} end
@@ -18,6 +18,7 @@ if what == 'p' or what == 'a' then
 end
 if what == 'a' then
   if forget_keys(bound) >= bound then full = 1 end
+  if forget_full_buckets(bound) >= bound then full = 1 end
 end
 retain()
 flush()

@@ -23,6 +23,7 @@ for i = 4, #ARGV, 2 do
     bump('n2', -1)
     bump('n1')
     bump('released')
+    leave_active(t)
     put(tid, t)
   end
   out[#out + 1] = code

@@ -3,6 +3,8 @@
 //! down.
 
 #[cfg(redis_server)]
+mod backpressure;
+#[cfg(redis_server)]
 mod children;
 #[cfg(redis_server)]
 mod conformance;

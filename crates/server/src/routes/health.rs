@@ -51,8 +51,9 @@ pub(crate) async fn readyz(State(app): State<AppState>) -> Result<Json<Health>, 
     }))
 }
 
-/// Prometheus metrics: request counts, and depth, age and totals of each queue the token
-/// administers.
+/// Prometheus metrics: request counts, and depth, age, totals and backpressure (refusing,
+/// enqueues refused above the high watermark, reserves throttled by rate or concurrency,
+/// effects recorded) of each queue the token administers.
 #[utoipa::path(
     get,
     path = "/metrics",

@@ -1,5 +1,5 @@
-//! Workers over HTTP: reserve (long poll) and the lease calls, ack, fail, extend and release,
-//! each taking one lease or a batch and fenced by the lease token.
+//! Workers over HTTP: reserve (long poll) and the lease calls, ack, fail, extend, release and
+//! recording side effects, each taking one lease or a batch and fenced by the lease token.
 
 use axum::Json;
 use axum::extract::State;
@@ -14,9 +14,9 @@ use crate::config::Scope;
 use crate::error::ApiError;
 use crate::extract::{JsonBytes, OneOrBatch, QueuePath, parse, parse_one_or_batch};
 use crate::wire::{
-    ErrorBody, ExtendBatch, ExtendOne, ExtendResult, ExtendResults, FailBatch, FailResult,
-    FailResults, Failure, LEASE_DEFAULT, LeaseBatch, LeaseOne, LeaseResult, LeaseResults,
-    ReserveRequest, ReserveResponse, ReservedTask,
+    EffectBatch, EffectRecord, ErrorBody, ExtendBatch, ExtendOne, ExtendResult, ExtendResults,
+    FailBatch, FailResult, FailResults, Failure, LEASE_DEFAULT, LeaseBatch, LeaseOne, LeaseResult,
+    LeaseResults, ReserveRequest, ReserveResponse, ReservedTask,
 };
 
 const CONSUME: &[Scope] = &[Scope::Consume, Scope::Admin];
@@ -287,6 +287,74 @@ pub(crate) async fn extend(
     .into_response())
 }
 
+/// Record side effects performed under a lease.
+///
+/// A handler that calls out to the world (charges a card, sends an email) records each effect
+/// with its result as soon as it is done. An attempt that runs after a crash or a lost lease
+/// finds the key in the task's `effects` and skips the effect, using the recorded result.
+/// Fenced like extend: only the task's current, unexpired lease may record, so a worker that
+/// lost its lease records nothing. Recording a key again replaces its result; a task holds at
+/// most 32 keys (a call that would exceed it is refused whole, 422 `effects`).
+///
+/// The body is `{"lease": token, "key": "charge", "result": "..."}` (answered with the result,
+/// or 404/409 when refused) or `{"effects": [...]}` (one result per item, in order; a stale
+/// or expired lease is refused without affecting the others). The response comes once the
+/// effects are durable.
+#[utoipa::path(
+    post,
+    path = "/v1/leases/effects",
+    tag = "leases",
+    request_body(content = EffectRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "One effect: it is recorded. Several: one result each.", body = LeaseAnswer),
+        (status = 400, description = "The body is not valid JSON.", body = ErrorBody),
+        (status = 401, description = "No valid bearer token.", body = ErrorBody),
+        (status = 403, description = "The token lacks `consume` on a task's queue.", body = ErrorBody),
+        (status = 404, description = "One effect: no such task.", body = ErrorBody),
+        (status = 409, description = "One effect: the lease is stale or expired, or the task is not active.", body = ErrorBody),
+        (status = 413, description = "Too many effects, or the body is too large.", body = ErrorBody),
+        (status = 415, description = "The body is not JSON.", body = ErrorBody),
+        (status = 422, description = "A field is invalid (a lease token, a key, a result too long, or too many effects on one task); `details.field` names it.", body = ErrorBody),
+        (status = 429, description = "The token's rate limit is exhausted.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
+        (status = 503, description = "The broker is unavailable; the outcome is unknown.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn record_effects(
+    State(app): State<AppState>,
+    caller: Caller,
+    JsonBytes(body): JsonBytes,
+) -> Result<Response, ApiError> {
+    let (records, one) = match parse_one_or_batch::<EffectRecord, EffectBatch>(&body, "effects")? {
+        OneOrBatch::One(record) => (vec![record], true),
+        OneOrBatch::Batch(EffectBatch { effects }) => (effects, false),
+    };
+    check_batch(&app, records.len())?;
+    let records = records
+        .into_iter()
+        .map(EffectRecord::into_core)
+        .collect::<Vec<_>>();
+    // Checked here as well as by the broker, so that an error in a batch names its item.
+    for (i, record) in records.iter().enumerate() {
+        record.validate().map_err(|error| match error {
+            floodway_core::BrokerError::Invalid { field, reason } if !one => {
+                ApiError::invalid_field(format!("effects[{i}].{field}"), reason)
+            }
+            other => other.into(),
+        })?;
+    }
+    authorize_tasks(
+        &app,
+        caller,
+        CONSUME,
+        records.iter().map(|r| r.lease.task_id),
+    )
+    .await?;
+    let results = app.broker.record_effects(records).await?;
+    answer_leases(one, &results)
+}
+
 /// The body of ack and release: one lease, or several.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
@@ -301,7 +369,21 @@ pub(crate) enum LeaseRequest {
     One(LeaseOne),
 }
 
-/// The answer to ack and release: one result, or one per lease.
+/// The body of record effects: one effect, or several.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(
+    dead_code,
+    reason = "a schema only; the body is parsed as EffectRecord or EffectBatch"
+)]
+pub(crate) enum EffectRequest {
+    /// Several: `{"effects": [...]}`.
+    Batch(EffectBatch),
+    /// One: `{"lease": token, "key": ..., "result": ...}`.
+    One(EffectRecord),
+}
+
+/// The answer to ack, release and record effects: one result, or one per item.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code, reason = "a schema only")]

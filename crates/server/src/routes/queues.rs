@@ -80,7 +80,10 @@ pub(crate) async fn stats(
 /// Replace a queue's configuration, creating the queue if needed.
 ///
 /// Missing fields take their defaults, so `{}` resets the queue to the default configuration.
-/// The body is required.
+/// The body is required. The backpressure settings (`rate_limit`, `key_rate_limit`,
+/// `concurrency_max`, `key_concurrency_max`, `watermarks`) and the default `ttl` take effect
+/// at once; a value out of range is refused with 422 naming the field (`watermarks` when
+/// `low` is not below `high`).
 /// The tasks in the queue are kept.
 #[utoipa::path(
     put,
@@ -116,7 +119,11 @@ pub(crate) async fn configure(
         ));
     }
     let config: QueueConfig = parse(&body)?;
-    app.broker.configure(&queue, config.into_core()).await?;
+    let config = config.into_core();
+    // The broker checks it too; checking here names the field (`watermarks`, `rate_limit`)
+    // the same way whatever the broker.
+    config.validate()?;
+    app.broker.configure(&queue, config).await?;
     stats(&app, &queue).await.map(Json)
 }
 

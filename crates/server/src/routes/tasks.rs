@@ -25,6 +25,11 @@ use crate::wire::{
 /// The answer lists one entry per task, in order; a task whose idempotency key was used within
 /// the queue's window is not created again: its entry carries the first task's id and
 /// `duplicate: true`. The response comes once the tasks are durable.
+///
+/// Backpressure: a queue at its `length_max` answers 429 `queue_full`, and a queue above its
+/// high watermark answers 429 `queue_overloaded` until it is back at or below its low one
+/// (`details` carry `length`, `high` and `low`). Both come with `Retry-After`; nothing was
+/// written, so trying the same request again later is always safe.
 #[utoipa::path(
     post,
     path = "/v1/queues/{queue}/tasks",
@@ -40,7 +45,7 @@ use crate::wire::{
         (status = 413, description = "A payload, the batch or the body is too large.", body = ErrorBody),
         (status = 415, description = "The body is not JSON.", body = ErrorBody),
         (status = 422, description = "A field is invalid; `details.field` names it.", body = ErrorBody),
-        (status = 429, description = "The queue is full, or the token's rate limit is exhausted.", body = ErrorBody,
+        (status = 429, description = "The queue is full (`queue_full`), above its high watermark (`queue_overloaded`), or the token's rate limit is exhausted (`rate_limited`); nothing was written.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The broker is unavailable; nothing was acknowledged.", body = ErrorBody),
     ),

@@ -65,6 +65,10 @@ pub enum ErrorCode {
     BodyTooLarge,
     /// 429: the queue is full (backpressure); `Retry-After` says when to try again.
     QueueFull,
+    /// 429: the queue is above its high watermark and refuses new tasks until it is back at
+    /// or below its low one (backpressure); `Retry-After` says when trying again is worth it,
+    /// and `details` carry `length`, `high` and `low`.
+    QueueOverloaded,
     /// 429: the token's rate limit is exhausted; `Retry-After` says when to try again.
     RateLimited,
     /// 422: a limit on the broker as a whole was reached (too many queues).
@@ -97,6 +101,7 @@ impl ErrorCode {
             ErrorCode::BatchTooLarge => "batch_too_large",
             ErrorCode::BodyTooLarge => "body_too_large",
             ErrorCode::QueueFull => "queue_full",
+            ErrorCode::QueueOverloaded => "queue_overloaded",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::LimitReached => "limit_reached",
             ErrorCode::Unavailable => "unavailable",
@@ -117,7 +122,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge | ErrorCode::BatchTooLarge | ErrorCode::BodyTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::InvalidField | ErrorCode::LimitReached => 422,
-            ErrorCode::QueueFull | ErrorCode::RateLimited => 429,
+            ErrorCode::QueueFull | ErrorCode::QueueOverloaded | ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable | ErrorCode::Timeout => 503,
         }
@@ -147,10 +152,18 @@ pub struct ErrorDetails {
     /// The limit (bytes, items, or the queue's `length_max`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<u64>,
-    /// Waiting tasks in the queue (`queue_full`).
+    /// Waiting tasks in the queue (`queue_full`, `queue_overloaded`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub length: Option<u64>,
-    /// When to try again (`queue_full`, `rate_limited`); also in the `Retry-After` header.
+    /// The queue's high watermark (`queue_overloaded`): above it, enqueue is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high: Option<u64>,
+    /// The queue's low watermark (`queue_overloaded`): at or below it, enqueue is accepted
+    /// again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low: Option<u64>,
+    /// When to try again (`queue_full`, `queue_overloaded`, `rate_limited`); also in the
+    /// `Retry-After` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<WireDuration>,
     /// The task's state (`wrong_state`).
@@ -177,6 +190,7 @@ mod tests {
             ErrorCode::MalformedRequest,
             ErrorCode::StaleLease,
             ErrorCode::QueueFull,
+            ErrorCode::QueueOverloaded,
             ErrorCode::Internal,
         ] {
             assert_eq!(

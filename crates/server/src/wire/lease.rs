@@ -1,5 +1,5 @@
-//! Reservations and leases on the wire: reserve, ack, fail, extend, release, and their
-//! per-item results.
+//! Reservations and leases on the wire: reserve, ack, fail, extend, release, recording side
+//! effects, and their per-item results.
 
 use std::time::Duration;
 
@@ -263,7 +263,57 @@ pub struct FailBatch {
     pub failures: Vec<Failure>,
 }
 
-/// The result of one ack, release or cancel item.
+/// A side effect a task's handler performed under its lease, to record on the task with its
+/// result (`POST /v1/leases/effects`). A later attempt finds it in the task's `effects` and
+/// skips the effect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EffectRecord {
+    /// The lease token from reserve: the task and the fence of the attempt that performed the
+    /// effect. Only the current, unexpired lease may record.
+    pub lease: LeaseToken,
+    /// The effect's key, unique within the task (`"charge"`, `"email:welcome"`); recording a
+    /// key again replaces its result.
+    #[schema(min_length = 1, max_length = 256)]
+    pub key: String,
+    /// What the effect returned (often JSON text), at most 16 KiB.
+    #[serde(default)]
+    #[schema(max_length = 16384)]
+    pub result: String,
+}
+
+impl EffectRecord {
+    /// The wire form of `record`.
+    pub fn from_core(record: &floodway_core::EffectRecord) -> Self {
+        let floodway_core::EffectRecord { lease, key, result } = record;
+        EffectRecord {
+            lease: LeaseToken(*lease),
+            key: key.clone(),
+            result: result.clone(),
+        }
+    }
+
+    /// The core record; the broker checks key and result against the limits.
+    pub fn into_core(self) -> floodway_core::EffectRecord {
+        let EffectRecord { lease, key, result } = self;
+        floodway_core::EffectRecord {
+            lease: lease.0,
+            key,
+            result,
+        }
+    }
+}
+
+/// Several side effects to record; each is judged on its own lease.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EffectBatch {
+    /// The effects, in order; a later record of the same task and key replaces an earlier one.
+    #[schema(max_items = 1000)]
+    pub effects: Vec<EffectRecord>,
+}
+
+/// The result of one ack, release, cancel or effect item.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseResult {

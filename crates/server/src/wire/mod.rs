@@ -38,13 +38,14 @@ use utoipa::{PartialSchema, ToSchema};
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetails, ErrorObject};
 pub use lease::{
-    ExtendBatch, ExtendOne, ExtendResult, ExtendResults, FailBatch, FailOutcome, FailResult,
-    FailResults, Failure, LEASE_DEFAULT, Lease, LeaseBatch, LeaseOne, LeaseResult, LeaseResults,
-    ReserveRequest, ReserveResponse, ReservedTask, refusal_error, refusal_from_error,
+    EffectBatch, EffectRecord, ExtendBatch, ExtendOne, ExtendResult, ExtendResults, FailBatch,
+    FailOutcome, FailResult, FailResults, Failure, LEASE_DEFAULT, Lease, LeaseBatch, LeaseOne,
+    LeaseResult, LeaseResults, ReserveRequest, ReserveResponse, ReservedTask, refusal_error,
+    refusal_from_error,
 };
 pub use queue::{
     CountResponse, DEAD_SELECTOR_LIMIT_DEFAULT, DeadCounts, DeadSelector, OverflowPolicy,
-    QueueConfig, QueueList, QueueStats, QueueTotals, StateCounts,
+    QueueConfig, QueueList, QueueStats, QueueTotals, RateLimit, StateCounts, Watermarks,
 };
 pub use task::{
     CancelBatch, CancelOne, DeadReason, EnqueueRequest, EnqueueResponse, EnqueuedTask, Jitter,

@@ -33,6 +33,81 @@ pub struct QueueConfig {
     pub dead_retain: u64,
     /// Whether workers are kept from reserving. Enqueue works while paused.
     pub paused: bool,
+    /// Reservations per second from the queue over all workers, enforced by the broker with
+    /// one token bucket; `null` for no limit. A reserve call held back by it returns fewer
+    /// tasks (counted in `totals.throttled_rate`).
+    pub rate_limit: Option<RateLimit>,
+    /// Reservations per second of the tasks sharing one `limit_key` (a tenant, a downstream
+    /// host), each key with its own bucket; `null` for no limit.
+    pub key_rate_limit: Option<RateLimit>,
+    /// Most tasks of the queue leased at once over all workers (1 to 1,000,000); `null` for
+    /// no limit. Compare with `counts.active`.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub concurrency_max: Option<u32>,
+    /// Most tasks sharing one `limit_key` leased at once (1 to 1,000,000); `null` for no
+    /// limit.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub key_concurrency_max: Option<u32>,
+    /// Queue-depth watermarks: above `high` waiting tasks, enqueue is refused with 429
+    /// `queue_overloaded` until the queue is back at or below `low`; `null` for none.
+    pub watermarks: Option<Watermarks>,
+    /// The time to live of tasks enqueued without one: a task still waiting this long after
+    /// enqueue is dead-lettered (reason `expired`); `null`: tasks wait for ever.
+    pub ttl: Option<WireDuration>,
+}
+
+/// A rate limit: `rate` operations per second on average, up to `burst` at once after a
+/// quiet spell (a token bucket).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Operations per second, averaged; fractions allowed (0.5 is one every two seconds).
+    #[schema(exclusive_minimum = 0.0, example = 500.0)]
+    pub rate: f64,
+    /// The most operations allowed at once after a quiet spell; at least 1.
+    #[schema(minimum = 1, example = 50)]
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// The wire form of `limit`.
+    pub fn from_core(limit: &floodway_core::RateLimit) -> Self {
+        let floodway_core::RateLimit { rate, burst } = *limit;
+        RateLimit { rate, burst }
+    }
+
+    /// The core limit; the broker validates it.
+    pub fn into_core(self) -> floodway_core::RateLimit {
+        let RateLimit { rate, burst } = self;
+        floodway_core::RateLimit { rate, burst }
+    }
+}
+
+/// Queue-depth watermarks, `low` < `high`: enqueue is refused once the queue's waiting tasks
+/// would exceed `high`, and accepted again once they are at or below `low` (hysteresis).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Watermarks {
+    /// Above this many waiting tasks, enqueue is refused.
+    #[schema(minimum = 1, maximum = 100_000_000, example = 10_000)]
+    pub high: u64,
+    /// Once refusing, enqueue is accepted again at or below this many; below `high`.
+    #[schema(example = 5_000)]
+    pub low: u64,
+}
+
+impl Watermarks {
+    /// The wire form of `marks`.
+    pub fn from_core(marks: &floodway_core::Watermarks) -> Self {
+        let floodway_core::Watermarks { high, low } = *marks;
+        Watermarks { high, low }
+    }
+
+    /// The core watermarks; the broker validates them.
+    pub fn into_core(self) -> floodway_core::Watermarks {
+        let Watermarks { high, low } = self;
+        floodway_core::Watermarks { high, low }
+    }
 }
 
 impl Default for QueueConfig {
@@ -52,6 +127,12 @@ impl QueueConfig {
             completed_retain,
             dead_retain,
             paused,
+            rate_limit,
+            key_rate_limit,
+            concurrency_max,
+            key_concurrency_max,
+            watermarks,
+            ttl,
         } = config;
         QueueConfig {
             length_max: *length_max,
@@ -61,6 +142,12 @@ impl QueueConfig {
             completed_retain: *completed_retain,
             dead_retain: *dead_retain,
             paused: *paused,
+            rate_limit: rate_limit.as_ref().map(RateLimit::from_core),
+            key_rate_limit: key_rate_limit.as_ref().map(RateLimit::from_core),
+            concurrency_max: *concurrency_max,
+            key_concurrency_max: *key_concurrency_max,
+            watermarks: watermarks.as_ref().map(Watermarks::from_core),
+            ttl: ttl.map(Into::into),
         }
     }
 
@@ -74,6 +161,12 @@ impl QueueConfig {
             completed_retain,
             dead_retain,
             paused,
+            rate_limit,
+            key_rate_limit,
+            concurrency_max,
+            key_concurrency_max,
+            watermarks,
+            ttl,
         } = self;
         floodway_core::QueueConfig {
             length_max,
@@ -83,6 +176,12 @@ impl QueueConfig {
             completed_retain,
             dead_retain,
             paused,
+            rate_limit: rate_limit.map(RateLimit::into_core),
+            key_rate_limit: key_rate_limit.map(RateLimit::into_core),
+            concurrency_max,
+            key_concurrency_max,
+            watermarks: watermarks.map(Watermarks::into_core),
+            ttl: ttl.map(Into::into),
         }
     }
 }
@@ -130,6 +229,9 @@ pub struct QueueStats {
     pub totals: QueueTotals,
     /// How long the ready task that became ready first has waited; `null` when none is ready.
     pub oldest_ready_age: Option<WireDuration>,
+    /// True while the queue is above its high watermark, or came down from it but not yet to
+    /// the low one: enqueue is refused with 429 `queue_overloaded`.
+    pub refusing: bool,
 }
 
 impl QueueStats {
@@ -141,6 +243,7 @@ impl QueueStats {
             counts,
             totals,
             oldest_ready_age,
+            refusing,
         } = stats;
         QueueStats {
             queue: queue.clone(),
@@ -148,6 +251,7 @@ impl QueueStats {
             counts: StateCounts::from_core(counts),
             totals: QueueTotals::from_core(totals),
             oldest_ready_age: oldest_ready_age.map(Into::into),
+            refusing: *refusing,
         }
     }
 
@@ -159,6 +263,7 @@ impl QueueStats {
             counts,
             totals,
             oldest_ready_age,
+            refusing,
         } = self;
         floodway_core::QueueStats {
             queue,
@@ -166,6 +271,7 @@ impl QueueStats {
             counts: counts.into_core(),
             totals: totals.into_core(),
             oldest_ready_age: oldest_ready_age.map(Into::into),
+            refusing,
         }
     }
 }
@@ -252,6 +358,16 @@ pub struct QueueTotals {
     pub deduplicated: u64,
     /// Enqueue calls refused because the queue was full.
     pub rejected_full: u64,
+    /// Enqueue calls refused because the queue was above its high watermark.
+    pub rejected_overloaded: u64,
+    /// Reserve calls that returned fewer tasks than asked for while a rate limit (the
+    /// queue's or a key's) held back an eligible task.
+    pub throttled_rate: u64,
+    /// Reserve calls that returned fewer tasks than asked for while a concurrency limit (the
+    /// queue's or a key's) held back an eligible task.
+    pub throttled_concurrency: u64,
+    /// Side-effect results recorded by tasks' handlers (`POST /v1/leases/effects`).
+    pub effects_recorded: u64,
     /// Reservations handed out.
     pub reserved: u64,
     /// Tasks completed.
@@ -280,6 +396,10 @@ impl QueueTotals {
             enqueued,
             deduplicated,
             rejected_full,
+            rejected_overloaded,
+            throttled_rate,
+            throttled_concurrency,
+            effects_recorded,
             reserved,
             completed,
             retried,
@@ -295,6 +415,10 @@ impl QueueTotals {
             enqueued,
             deduplicated,
             rejected_full,
+            rejected_overloaded,
+            throttled_rate,
+            throttled_concurrency,
+            effects_recorded,
             reserved,
             completed,
             retried,
@@ -313,6 +437,10 @@ impl QueueTotals {
             enqueued,
             deduplicated,
             rejected_full,
+            rejected_overloaded,
+            throttled_rate,
+            throttled_concurrency,
+            effects_recorded,
             reserved,
             completed,
             retried,
@@ -328,6 +456,10 @@ impl QueueTotals {
             enqueued,
             deduplicated,
             rejected_full,
+            rejected_overloaded,
+            throttled_rate,
+            throttled_concurrency,
+            effects_recorded,
             reserved,
             completed,
             retried,
@@ -483,6 +615,33 @@ mod tests {
         assert_eq!(core.length_max, Some(10));
         assert_eq!(core.idempotency_window, Duration::from_secs(300));
         assert_eq!(core.retry, floodway_core::RetryPolicy::default());
+    }
+
+    #[test]
+    fn backpressure_settings_round_trip_exactly() {
+        let core = floodway_core::QueueConfig {
+            rate_limit: Some(floodway_core::RateLimit {
+                rate: 0.5,
+                burst: 3,
+            }),
+            key_rate_limit: Some(floodway_core::RateLimit {
+                rate: 100.0,
+                burst: 10,
+            }),
+            concurrency_max: Some(8),
+            key_concurrency_max: Some(2),
+            watermarks: Some(floodway_core::Watermarks { high: 100, low: 10 }),
+            ttl: Some(Duration::from_secs(90)),
+            ..floodway_core::QueueConfig::default()
+        };
+        let json = serde_json::to_string(&QueueConfig::from_core(&core)).unwrap();
+        assert!(
+            json.contains(r#""watermarks":{"high":100,"low":10}"#),
+            "{json}"
+        );
+        assert!(json.contains(r#""ttl":"90s""#), "{json}");
+        let back: QueueConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.into_core(), core);
     }
 
     #[test]

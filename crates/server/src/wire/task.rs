@@ -68,6 +68,12 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 1, max_length = 256)]
     pub partition_key: Option<String>,
+    /// The key the queue's per-key limits (`key_rate_limit`, `key_concurrency_max`) count
+    /// this task under: a tenant, a downstream host. Absent: only the queue's own limits
+    /// apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
+    pub limit_key: Option<String>,
 }
 
 impl TaskSpec {
@@ -88,6 +94,7 @@ impl TaskSpec {
             timeout,
             idempotency_key,
             partition_key,
+            limit_key,
         } = self;
         Ok(floodway_core::NewTask {
             kind,
@@ -102,6 +109,7 @@ impl TaskSpec {
             timeout: timeout.map(Into::into),
             idempotency_key,
             partition_key,
+            limit_key,
         })
     }
 
@@ -120,6 +128,7 @@ impl TaskSpec {
             timeout,
             idempotency_key,
             partition_key,
+            limit_key,
         } = task;
         let (payload, payload_base64) = encode_payload(payload);
         TaskSpec {
@@ -136,6 +145,7 @@ impl TaskSpec {
             timeout: timeout.map(Into::into),
             idempotency_key: idempotency_key.clone(),
             partition_key: partition_key.clone(),
+            limit_key: limit_key.clone(),
         }
     }
 }
@@ -225,6 +235,12 @@ pub struct Task {
     pub idempotency_key: Option<String>,
     /// Its partition key.
     pub partition_key: Option<String>,
+    /// Its limit key: the queue's per-key rate and concurrency limits count it under this key.
+    pub limit_key: Option<String>,
+    /// Side effects its handler recorded as done (`POST /v1/leases/effects`): effect key →
+    /// result. They survive retries, lease expiry and replay, so an attempt that finds a key
+    /// here skips that effect and uses the recorded result.
+    pub effects: BTreeMap<String, String>,
     /// When the broker accepted it.
     #[schema(schema_with = timestamp_schema)]
     pub created_at: u64,
@@ -262,6 +278,8 @@ impl Task {
             expires_at,
             idempotency_key,
             partition_key,
+            limit_key,
+            effects,
             created_at,
             fence,
             lease_expires_at,
@@ -287,6 +305,8 @@ impl Task {
             expires_at: expires_at.map(Timestamp::as_millis),
             idempotency_key: idempotency_key.clone(),
             partition_key: partition_key.clone(),
+            limit_key: limit_key.clone(),
+            effects: effects.clone(),
             created_at: created_at.as_millis(),
             fence: fence.0,
             lease_expires_at: lease_expires_at.map(Timestamp::as_millis),
@@ -315,6 +335,8 @@ impl Task {
             expires_at,
             idempotency_key,
             partition_key,
+            limit_key,
+            effects,
             created_at,
             fence,
             lease_expires_at,
@@ -338,6 +360,8 @@ impl Task {
             expires_at: expires_at.map(Timestamp::from_millis),
             idempotency_key,
             partition_key,
+            limit_key,
+            effects,
             created_at: Timestamp::from_millis(created_at),
             fence: Fence(fence),
             lease_expires_at: lease_expires_at.map(Timestamp::from_millis),
@@ -611,6 +635,7 @@ mod tests {
             .timeout(Duration::from_secs(9))
             .idempotency_key("i")
             .partition_key("p")
+            .limit_key("tenant-1")
             .header("h", "v");
         let spec = TaskSpec::from_core(&task);
         let json = serde_json::to_string(&spec).unwrap();

@@ -68,6 +68,12 @@ pub(crate) fn operations(id: &str, lease: &str) -> Vec<(Method, String, Option<V
             Some(json!({"lease": lease})),
             Forbidden,
         ),
+        (
+            Method::POST,
+            "/v1/leases/effects".into(),
+            Some(json!({"lease": lease, "key": "charge", "result": "ok"})),
+            Forbidden,
+        ),
         (Method::GET, "/v1/queues".into(), None, Filtered),
         (Method::GET, "/v1/queues/orders".into(), None, Forbidden),
         (

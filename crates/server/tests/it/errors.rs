@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::support::{Api, Reply};
 
 /// Sends a request the server must refuse, and checks status, code, and that nothing changed.
-async fn refused(
+pub(crate) async fn refused(
     api: &Api,
     status: u16,
     code: &str,
@@ -26,10 +26,11 @@ async fn refused(
     );
     assert_eq!(reply.code(), code, "{}", reply.text);
     // A refusal leaves one trace by design: the counters of refusals (the broker contract's
-    // `rejected_full` and `stale_refused`).
+    // `rejected_full`, `rejected_overloaded` and `stale_refused`).
     let without_refusal_counts = |(tasks, mut stats): (Vec<_>, Vec<floodway_core::QueueStats>)| {
         for s in &mut stats {
             s.totals.rejected_full = 0;
+            s.totals.rejected_overloaded = 0;
             s.totals.stale_refused = 0;
         }
         (tasks, stats)

@@ -4,6 +4,7 @@
 
 mod api;
 mod auth;
+mod backpressure;
 mod errors;
 mod limits;
 mod openapi;

@@ -13,7 +13,7 @@ use floodway_core::{
     Broker, ManualClock, NewTask, QueueName, QueueStats, RetryPolicy, Task, TaskId, Timestamp,
 };
 use floodway_embedded::{EmbeddedBroker, Options};
-use floodway_worker::{Worker, WorkerBuilder, WorkerHandle, WorkerReport};
+use floodway_worker::{Worker, WorkerBuilder, WorkerHandle, WorkerReport, WorkerStats};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -138,6 +138,23 @@ impl Running {
             .await
             .expect("the condition is met in time")
             .expect("the worker is running")
+    }
+
+    /// Waits until the worker's stats satisfy `condition` (checked after every announced
+    /// change) and returns the stats that did.
+    pub(crate) async fn wait_for_stats(
+        &self,
+        mut condition: impl FnMut(&WorkerStats) -> bool,
+    ) -> WorkerStats {
+        let mut seen = None;
+        self.wait_for(|_| {
+            let stats = self.handle.stats();
+            let met = condition(&stats);
+            seen = Some(stats);
+            met
+        })
+        .await;
+        seen.expect("the condition was checked")
     }
 }
 
