@@ -170,10 +170,12 @@ fn choose_limited(
                 .is_some_and(|kmax| q.key_active.get(key).copied().unwrap_or(0) + taken >= kmax);
             let key_dry = !key_full
                 && config.key_rate_limit.is_some_and(|limit| {
-                    let bucket = limiter
-                        .key_buckets
-                        .entry(key.to_owned())
-                        .or_insert_with(|| limit.bucket(at).expect("validated by configure"));
+                    // Looked up before inserting, so a key seen before costs no allocation.
+                    if !limiter.key_buckets.contains_key(key) {
+                        let fresh = limit.bucket(at).expect("validated by configure");
+                        limiter.key_buckets.insert(key.to_owned(), fresh);
+                    }
+                    let bucket = limiter.key_buckets.get_mut(key).expect("inserted above");
                     let dry = bucket.available(at) == 0;
                     if dry {
                         note_wait(bucket.next_token_in(at));

@@ -19,15 +19,16 @@ use tokio::sync::mpsc;
 
 use crate::support::{TestServer, broker};
 
-fn producer(
-    url: &str,
-    config: ProducerConfig,
-) -> (Producer, mpsc::UnboundedReceiver<ProducerEvent>) {
-    let (events, received) = mpsc::unbounded_channel();
+/// How many producer events a test keeps: far more than one call's retries before its
+/// deadline, so none is dropped.
+const EVENTS_MAX: usize = 1024;
+
+fn producer(url: &str, config: ProducerConfig) -> (Producer, mpsc::Receiver<ProducerEvent>) {
+    let (events, received) = mpsc::channel(EVENTS_MAX);
     let producer = Producer::new(ClientConfig::new(url), config)
         .unwrap()
         .with_observer(move |event| {
-            let _ = events.send(event.clone());
+            let _ = events.try_send(event.clone());
         });
     (producer, received)
 }
@@ -302,7 +303,7 @@ async fn a_producer_over_an_in_process_broker_handles_overload_and_unavailabilit
     let dir = tempfile::tempdir().unwrap();
     let embedded = broker(&dir);
     let queue = overloaded_queue(&embedded).await;
-    let (events, mut received) = mpsc::unbounded_channel();
+    let (events, mut received) = mpsc::channel(EVENTS_MAX);
     let producer = Producer::from_broker(
         embedded.clone(),
         ProducerConfig {
@@ -319,7 +320,7 @@ async fn a_producer_over_an_in_process_broker_handles_overload_and_unavailabilit
     )
     .unwrap()
     .with_observer(move |event| {
-        let _ = events.send(event.clone());
+        let _ = events.try_send(event.clone());
     });
 
     // Pushed back by the overloaded queue, exactly as over HTTP, until it drains.
