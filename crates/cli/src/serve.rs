@@ -43,6 +43,10 @@ pub(crate) struct Args {
     /// TLS private key (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Do not serve the web dashboard at `/` (the API is unchanged). The dashboard's files
+    /// need no token, but the page can only do what the user's token allows.
+    #[arg(long)]
+    no_dashboard: bool,
 }
 
 /// The broker `--broker` names.
@@ -85,6 +89,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             .tls_cert
             .zip(args.tls_key)
             .map(|(cert, key)| TlsConfig { cert, key }),
+        dashboard: args.no_dashboard.then_some(false),
     };
     let config = ServerConfig::load(args.config.as_deref(), &overrides).map_err(config_error)?;
     match choose(args.broker.as_deref())? {
