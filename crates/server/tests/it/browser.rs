@@ -374,29 +374,56 @@ impl Browser {
             .unwrap()
     }
 
-    /// Makes the page see `prefers-color-scheme: dark` (Chrome DevTools Protocol, through
-    /// chromedriver's `goog/cdp/execute`).
-    pub(crate) async fn prefer_dark(&self) {
+    async fn cdp(&self, command: &str, params: Value) {
         self.command(
             reqwest::Method::POST,
             "/goog/cdp/execute",
-            Some(json!({"cmd": "Emulation.setEmulatedMedia", "params": {
-                "features": [{"name": "prefers-color-scheme", "value": "dark"}]}})),
+            Some(json!({"cmd": command, "params": params})),
         )
         .await
-        .unwrap();
+        .unwrap_or_else(|error| panic!("{command}: {error}"));
+    }
+
+    /// From the next page loaded on, records the method and path of every `fetch` the page
+    /// makes, for [`Browser::requests`] (a script run before the page's own, through the
+    /// Chrome DevTools Protocol).
+    pub(crate) async fn record_requests(&self) {
+        self.cdp(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": "window.__requests = []; const fetched = window.fetch; \
+                window.fetch = function (input, init) { \
+                  const url = new URL(input instanceof Request ? input.url : input, document.baseURI); \
+                  window.__requests.push([(init && init.method) || 'GET', url.pathname]); \
+                  return fetched.apply(this, arguments); };"}),
+        )
+        .await;
+    }
+
+    /// The `(method, path)` of every request recorded since the page loaded.
+    pub(crate) async fn requests(&self) -> Vec<(String, String)> {
+        let recorded = self
+            .execute("return window.__requests || [];", json!([]))
+            .await;
+        serde_json::from_value(recorded).unwrap()
+    }
+
+    /// Makes the page see `prefers-color-scheme: dark` (Chrome DevTools Protocol, through
+    /// chromedriver's `goog/cdp/execute`).
+    pub(crate) async fn prefer_dark(&self) {
+        self.cdp(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
+        )
+        .await;
     }
 
     /// Undoes [`Browser::prefer_dark`].
     pub(crate) async fn prefer_light(&self) {
-        self.command(
-            reqwest::Method::POST,
-            "/goog/cdp/execute",
-            Some(json!({"cmd": "Emulation.setEmulatedMedia", "params": {
-                "features": [{"name": "prefers-color-scheme", "value": "light"}]}})),
+        self.cdp(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": "light"}]}),
         )
-        .await
-        .unwrap();
+        .await;
     }
 
     /// What the page logged to its console (errors included), for failure messages.

@@ -167,6 +167,7 @@ async fn the_page_shows_a_queue_pauses_it_and_a_replay_click_moves_the_dead_lett
     let dead = dead_letter(&api, "orders", "card declined").await;
     assert_eq!(state_of(&api, &dead).await, TaskState::Dead);
 
+    browser.record_requests().await;
     browser.goto(&format!("{}/", api.url)).await;
     let row = r#"tr[data-queue="orders"]"#;
     browser
@@ -270,6 +271,25 @@ async fn the_page_shows_a_queue_pauses_it_and_a_replay_click_moves_the_dead_lett
     let stats = &api.broker.stats(Some(&queue)).await.unwrap()[0];
     assert_eq!(stats.counts.dead, 0);
     assert_eq!(stats.totals.replayed, 1);
+
+    // Everything the page asked of the server was a documented API call.
+    let requests = browser.requests().await;
+    assert!(requests.len() > 5, "{requests:?}");
+    let spec = serde_json::to_value(floodway_server::openapi()).unwrap();
+    for (method, path) in requests {
+        let documented = spec["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .any(|(template, item)| {
+                crate::auth::matches_template(template, &path)
+                    && item.get(method.to_lowercase()).is_some()
+            });
+        assert!(
+            documented,
+            "the page called {method} {path}, which is not in the API"
+        );
+    }
     browser.close().await;
 }
 
