@@ -121,6 +121,7 @@ async fn serve<B: Broker>(broker: Arc<B>, config: ServerConfig) -> anyhow::Resul
     } else {
         "no authentication".to_owned()
     };
+    let dashboard = config.dashboard;
     let server = Server::new(broker, config)
         .map_err(config_error)?
         .bind()
@@ -129,7 +130,7 @@ async fn serve<B: Broker>(broker: Arc<B>, config: ServerConfig) -> anyhow::Resul
     // One line on stdout, so scripts and tests can read the address (with port 0, the port
     // the system picked).
     crate::output::print(format!("listening on {}", server.url()))?;
-    tracing::info!(url = %server.url(), %auth, "floodway serve started");
+    tracing::info!(url = %server.url(), %auth, dashboard, "floodway serve started");
     server
         .serve(floodway_worker::shutdown_signal())
         .await
