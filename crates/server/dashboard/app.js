@@ -4,7 +4,7 @@
 import { setTokenPrompt, token } from "./api.js";
 import { Live } from "./live.js";
 import { time } from "./format.js";
-import { askToken, banner, changeToken } from "./ui.js";
+import { TOKEN_CHANGED, askToken, banner, changeToken } from "./ui.js";
 import * as queues from "./queues.js";
 import * as queue from "./queue.js";
 import * as task from "./task.js";
@@ -18,7 +18,13 @@ let view = null;
 function route(hash) {
   const [path, search] = hash.replace(/^#/, "").split("?");
   const query = new URLSearchParams(search || "");
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  const parts = path.split("/").filter(Boolean).map((part) => {
+    try {
+      return decodeURIComponent(part);
+    } catch {
+      return part;
+    }
+  });
   if (parts[0] === "queues" && parts[1]) return { module: queue, nav: "queues", params: { name: parts[1], query } };
   if (parts[0] === "tasks" && parts[1]) return { module: task, nav: "queues", params: { id: parts[1], query } };
   if (parts[0] === "dead") return { module: dead, nav: "dead", params: { query } };
@@ -52,9 +58,10 @@ live.subscribe(() => {
   if (view) view.update();
 });
 document.getElementById("live-toggle").addEventListener("click", () => live.setPaused(!live.paused));
-document.getElementById("token-button").addEventListener("click", async () => {
-  await changeToken();
+document.getElementById("token-button").addEventListener("click", changeToken);
+window.addEventListener(TOKEN_CHANGED, () => {
   live.refresh();
+  show();
 });
 window.addEventListener("hashchange", show);
 show();

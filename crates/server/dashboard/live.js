@@ -56,8 +56,12 @@ export class Live {
   /** Stops or restarts the periodic readings. */
   setPaused(paused) {
     this.paused = paused;
-    if (!paused) this.refresh();
-    else this.notify();
+    if (paused) {
+      clearTimeout(this.timer);
+      this.notify();
+    } else {
+      this.refresh();
+    }
   }
 
   /** Reads now (after an action changed something), then every INTERVAL_MS again. */

@@ -6,7 +6,7 @@ import { h, replace } from "./dom.js";
 import { count, compact, duration, parseDuration, relative, shortId, time, words } from "./format.js";
 import { latencyChart, throughputChart, updateCharts } from "./chart.js";
 import { backpressureChips, togglePause, waiting } from "./queues.js";
-import { badge, button, emptyRow, errorPanel, stateBadge } from "./ui.js";
+import { badge, button, emptyRow, errorPanel } from "./ui.js";
 
 const STATES = ["ready", "scheduled", "active", "retrying", "dead", "completed", "cancelled"];
 const PAGE = 50;
@@ -67,11 +67,16 @@ export function mount(root, params, live) {
       pager));
 
   let reading = null;
+  let shown = null;
   async function loadTasks() {
     if (reading) return;
     reading = call("GET", "v1/tasks", { query: { queue: name, state, after, limit: PAGE } });
     try {
       const page = await reading;
+      // Redraw only when the page changed, so a selection in it survives the updates.
+      const key = JSON.stringify(page);
+      if (key === shown) return;
+      shown = key;
       replace(tasksBody, page.tasks.length ? page.tasks.map((t) => taskRow(t, state))
         : emptyRow(8, after ? "No more tasks in this state." : `No ${state} tasks.`));
       replace(tasksArea, h("table", { class: "grid-table", id: "task-list" },
@@ -82,6 +87,7 @@ export function mount(root, params, live) {
         after ? h("a", { class: "btn btn-small", href: `${base}?state=${state}` }, "« First page") : null,
         page.next_after ? h("a", { class: "btn btn-small", href: `${base}?state=${state}&after=${page.next_after}` }, "Next page »") : null);
     } catch (error) {
+      shown = null;
       replace(tasksArea, errorPanel(error));
       replace(pager);
     } finally {

@@ -7,6 +7,7 @@ import { allowPrompt, setToken, token } from "./api.js";
 /** Asks the user to confirm an action; resolves to true if they did. */
 export function confirmAction({ title, text, ok = "Confirm", danger = false }) {
   const dialog = document.getElementById("confirm-dialog");
+  if (dialog.open) return Promise.resolve(false);
   const form = document.getElementById("confirm-form");
   const okButton = document.getElementById("confirm-ok");
   document.getElementById("confirm-title").textContent = title;
@@ -35,6 +36,7 @@ export function confirmAction({ title, text, ok = "Confirm", danger = false }) {
 /** Asks for a bearer token, saying why; resolves to it, or null if the user cancelled. */
 export function askToken(reason) {
   const dialog = document.getElementById("token-dialog");
+  if (dialog.open) return Promise.resolve(null);
   const form = document.getElementById("token-form");
   const input = document.getElementById("token-input");
   const forget = document.getElementById("token-forget");
@@ -74,7 +76,10 @@ export function askToken(reason) {
   });
 }
 
-/** The header's Token button: change or forget the token. */
+/** The event sent on `window` when the user changed the token. */
+export const TOKEN_CHANGED = "floodway:token";
+
+/** The Token buttons: change or forget the token, then read everything again. */
 export async function changeToken() {
   const given = await askToken(null);
   if (given) {
@@ -82,6 +87,7 @@ export async function changeToken() {
     toast("info", "Using the new token");
   }
   allowPrompt();
+  window.dispatchEvent(new Event(TOKEN_CHANGED));
 }
 
 /** A line of what an error means to the user, with 401 and 403 spelled out. */
