@@ -350,6 +350,23 @@ impl Browser {
         }
     }
 
+    /// Chooses the option with `value` in the `<select>` matching `css`, as a user would (a
+    /// WebDriver click on the option selects it and fires `change`).
+    pub(crate) async fn choose(&self, css: &str, value: &str) {
+        self.wait_for(css).await;
+        let option = self
+            .find(&format!(r#"{css} option[value="{value}"]"#))
+            .await
+            .unwrap_or_else(|error| panic!("{css} has no option {value:?}: {error}"));
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{}/click", option.0),
+            Some(json!({})),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("choosing {value:?} in {css}: {error}"));
+    }
+
     /// Types `text` into the element matching `css`.
     pub(crate) async fn type_into(&self, css: &str, text: &str) {
         let element = self.wait_for(css).await;

@@ -46,8 +46,9 @@ async fn enqueue(api: &Api, token: Option<&str>, queue: &str, tasks: Value) -> V
         .collect()
 }
 
-/// Reserves one task of `queue` and fails it for good: a dead letter. Returns its id.
-async fn dead_letter(api: &Api, queue: &str, error: &str) -> String {
+/// Reserves one task of `queue` and fails it for good (or, with `permanent` false, as its
+/// last allowed attempt): a dead letter. Returns its id.
+async fn dead_letter(api: &Api, queue: &str, error: &str, permanent: bool) -> String {
     let reserved = api
         .post(
             &format!("/v1/queues/{queue}/reserve"),
@@ -58,7 +59,7 @@ async fn dead_letter(api: &Api, queue: &str, error: &str) -> String {
     let failed = api
         .post(
             "/v1/leases/fail",
-            json!({"lease": task["lease"]["token"], "error": error, "permanent": true}),
+            json!({"lease": task["lease"]["token"], "error": error, "permanent": permanent}),
         )
         .await;
     assert_eq!(failed.status, 200, "{}", failed.text);
@@ -164,8 +165,20 @@ async fn the_page_shows_a_queue_pauses_it_and_a_replay_click_moves_the_dead_lett
         ]),
     )
     .await;
-    let dead = dead_letter(&api, "orders", "card declined").await;
+    let dead = dead_letter(&api, "orders", "card declined", true).await;
     assert_eq!(state_of(&api, &dead).await, TaskState::Dead);
+    // Two more dead letters, for another reason, in another queue.
+    enqueue(
+        &api,
+        None,
+        "emails",
+        json!([{"kind": "send", "max_attempts": 1}, {"kind": "send", "max_attempts": 1}]),
+    )
+    .await;
+    let exhausted = [
+        dead_letter(&api, "emails", "SMTP timeout", false).await,
+        dead_letter(&api, "emails", "SMTP timeout", false).await,
+    ];
 
     browser.record_requests().await;
     browser.goto(&format!("{}/", api.url)).await;
@@ -230,10 +243,38 @@ async fn the_page_shows_a_queue_pauses_it_and_a_replay_click_moves_the_dead_lett
         })
         .await;
 
-    // The dead letter: listed, its detail shows payload and error, and a replay clicked in
-    // the list makes it ready again.
+    // Dead letters filtered by reason; purging all that match, confirmed, deletes those only.
     browser.click(r#"a[data-nav="dead"]"#).await;
     let dead_row = format!(r#"#dead-list tr[data-task="{dead}"]"#);
+    let exhausted_row = format!(r#"#dead-list tr[data-task="{}"]"#, exhausted[0]);
+    browser.wait_for(&exhausted_row).await;
+    browser.wait_for(&dead_row).await;
+    browser.choose("#dead-reason", "max_attempts").await;
+    browser
+        .wait_until(
+            "only the max_attempts dead letters",
+            "const rows = [...document.querySelectorAll('#dead-list tr[data-task]')]; \
+             return rows.length === 2 && rows.every((r) => r.innerText.includes('max attempts'));",
+            json!([]),
+        )
+        .await;
+    browser.click("#purge-all").await;
+    browser.click("#confirm-ok").await;
+    for id in &exhausted {
+        eventually("the purged dead letter is gone", || async {
+            api.broker.get(id.parse::<TaskId>().unwrap()).await.is_err()
+        })
+        .await;
+    }
+    assert_eq!(
+        state_of(&api, &dead).await,
+        TaskState::Dead,
+        "another reason"
+    );
+
+    // The other dead letter: listed, its detail shows payload and error, and a replay
+    // clicked in the list makes it ready again.
+    browser.choose("#dead-reason", "").await;
     browser
         .wait_text(&dead_row, "the dead letter with its reason", |t| {
             t.contains("permanent failure") && t.contains("card declined")
@@ -562,6 +603,7 @@ async fn screenshot() {
             &api,
             "orders",
             "payment provider answered 402: card declined",
+            true,
         )
         .await;
     }
