@@ -43,6 +43,10 @@ pub(crate) struct Args {
     /// TLS private key (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Do not serve the web dashboard at `/` (the API is unchanged). The dashboard's files
+    /// need no token, but the page can only do what the user's token allows.
+    #[arg(long)]
+    no_dashboard: bool,
 }
 
 /// The broker `--broker` names.
@@ -85,6 +89,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             .tls_cert
             .zip(args.tls_key)
             .map(|(cert, key)| TlsConfig { cert, key }),
+        dashboard: args.no_dashboard.then_some(false),
     };
     let config = ServerConfig::load(args.config.as_deref(), &overrides).map_err(config_error)?;
     match choose(args.broker.as_deref())? {
@@ -116,6 +121,7 @@ async fn serve<B: Broker>(broker: Arc<B>, config: ServerConfig) -> anyhow::Resul
     } else {
         "no authentication".to_owned()
     };
+    let dashboard = config.dashboard;
     let server = Server::new(broker, config)
         .map_err(config_error)?
         .bind()
@@ -124,7 +130,7 @@ async fn serve<B: Broker>(broker: Arc<B>, config: ServerConfig) -> anyhow::Resul
     // One line on stdout, so scripts and tests can read the address (with port 0, the port
     // the system picked).
     crate::output::print(format!("listening on {}", server.url()))?;
-    tracing::info!(url = %server.url(), %auth, "floodway serve started");
+    tracing::info!(url = %server.url(), %auth, dashboard, "floodway serve started");
     server
         .serve(floodway_worker::shutdown_signal())
         .await

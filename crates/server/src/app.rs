@@ -108,10 +108,16 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     routes().1
 }
 
-/// The whole application: the routes, `/openapi.json`, the fallbacks, and the layers.
+/// The whole application: the routes, `/openapi.json`, the dashboard (unless turned off), the
+/// fallbacks, and the layers.
 pub(crate) fn router(app: AppState, config: &ServerConfig) -> Router {
     let (routes, api) = routes();
     let spec = Arc::new(api.to_json().expect("the OpenAPI document serializes"));
+    let routes = if config.dashboard {
+        routes.merge(crate::dashboard::routes())
+    } else {
+        routes
+    };
     routes
         .route(
             "/openapi.json",

@@ -16,6 +16,8 @@
 //! per_second = 2000
 //! burst = 4000
 //!
+//! dashboard = true           # the web dashboard at `/`; false leaves only the API
+//!
 //! [[tokens]]
 //! name = "orders-api"
 //! hash = "sha256:9f86d0...."   # `floodway token` prints a token and this line
@@ -61,6 +63,11 @@ pub struct ServerConfig {
     /// The bearer tokens the server accepts. With none, authentication is off (and the server
     /// refuses a non-loopback address unless `insecure`).
     pub tokens: Vec<TokenConfig>,
+    /// Serves the web dashboard at `/` and `/dashboard/*` (static files compiled into the
+    /// binary; they carry no data, so they need no token, and the page calls the API with the
+    /// user's token). On by default; `false` (`--no-dashboard`) leaves only the API, and those
+    /// paths answer 404 like any unknown route.
+    pub dashboard: bool,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +81,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             rate: None,
             tokens: Vec::new(),
+            dashboard: true,
         }
     }
 }
@@ -205,6 +213,9 @@ pub struct Overrides {
     /// `--tls-cert` and `--tls-key`, given together.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// `--no-dashboard` (as `Some(false)`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<bool>,
 }
 
 /// Why the configuration cannot be used.
@@ -468,6 +479,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listne"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_dashboard_is_on_unless_the_file_or_no_dashboard_turns_it_off() {
+        assert!(ServerConfig::default().dashboard);
+        let dir = std::env::temp_dir().join(format!("floodway-dashboard-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("serve.toml");
+        std::fs::write(&file, "dashboard = false\n").unwrap();
+        let config = ServerConfig::load(Some(&file), &Overrides::default()).unwrap();
+        assert!(!config.dashboard);
+        std::fs::write(&file, "dashboard = true\n").unwrap();
+        let no_dashboard = Overrides {
+            dashboard: Some(false),
+            ..Overrides::default()
+        };
+        let config = ServerConfig::load(Some(&file), &no_dashboard).unwrap();
+        assert!(!config.dashboard, "the flag wins over the file");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -14,6 +14,8 @@
 //!   [`openapi`]) is generated from; the client crate uses the same types.
 //! - [`ApiError`] is the one error type: `{"error": {"code", "message", "details"}}` with the
 //!   right status. A refused request changes nothing.
+//! - The web dashboard (`/` and `/dashboard/*`): static files compiled into the binary that
+//!   call the API from the browser with the user's token; see the `dashboard` module.
 //! - [`auth`]: bearer tokens with scopes per queue pattern, stored hashed, compared in constant
 //!   time, each with a rate limit.
 //!
@@ -25,6 +27,7 @@
 mod app;
 pub mod auth;
 pub mod config;
+mod dashboard;
 mod erased;
 pub mod error;
 mod extract;

@@ -204,6 +204,37 @@ fn configuration_comes_from_the_file_then_the_environment_then_flags() {
     assert!(stderr.contains("--insecure"), "{stderr}");
 }
 
+/// The status line and headers of `GET path`, over a plain socket.
+fn head_of(url: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let address = url.strip_prefix("http://").unwrap();
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.split("\r\n\r\n").next().unwrap().to_lowercase()
+}
+
+#[test]
+fn serve_offers_the_dashboard_at_the_root_unless_told_not_to() {
+    let floodway = Floodway::new();
+    let serving = Serving::start(&floodway, &[], &[]);
+    let page = head_of(&serving.url, "/");
+    assert!(page.starts_with("http/1.1 200"), "{page}");
+    assert!(page.contains("content-type: text/html"), "{page}");
+    assert!(serving.stop().success());
+
+    let serving = Serving::start(&floodway, &["--no-dashboard"], &[]);
+    let page = head_of(&serving.url, "/");
+    assert!(page.starts_with("http/1.1 404"), "{page}");
+    assert!(head_of(&serving.url, "/healthz").starts_with("http/1.1 200"));
+    assert!(serving.stop().success());
+}
+
 #[test]
 fn unsafe_or_unknown_setups_are_refused_with_exit_code_2() {
     let floodway = Floodway::new();

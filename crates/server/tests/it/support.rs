@@ -96,8 +96,13 @@ impl Api {
 
     /// A server with `config` on a free loopback port.
     pub(crate) async fn start_with(config: ServerConfig) -> Self {
+        Api::start_at(config, Timestamp::from_millis(1_800_000_000_000)).await
+    }
+
+    /// A server with `config` whose broker's clock starts at `start`.
+    pub(crate) async fn start_at(config: ServerConfig, start: Timestamp) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(Timestamp::from_millis(1_800_000_000_000));
+        let clock = ManualClock::new(start);
         let broker = Arc::new(
             EmbeddedBroker::open(
                 dir.path(),
