@@ -33,6 +33,11 @@ pub(crate) struct Args {
     /// Several servers may serve one Redis.
     #[arg(long, env = "FLOODWAY_BROKER", value_name = "URL")]
     broker: Option<String>,
+    /// With a Redis --broker: refuse to start unless floodway's dataset is already there,
+    /// instead of creating it. Set it in production once the dataset exists, so a server
+    /// started after Redis lost its data reports the loss rather than begin an empty queue.
+    #[arg(long, env = "FLOODWAY_REQUIRE_DATASET", requires = "broker")]
+    require_dataset: bool,
     /// Allow a non-loopback --listen address with no tokens configured (anyone who can reach
     /// the port can do anything).
     #[arg(long)]
@@ -100,10 +105,13 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         BrokerChoice::Redis(url) => {
             // Connecting checks the server (eviction policy, persistence, the dataset marker)
             // and fails with a message that says what is wrong.
-            let broker =
-                floodway_redis::RedisBroker::connect(&url, floodway_redis::Options::default())
-                    .await
-                    .with_context(|| format!("connecting to Redis at {}", redact(&url)))?;
+            let options = floodway_redis::Options {
+                create_if_missing: !args.require_dataset,
+                ..floodway_redis::Options::default()
+            };
+            let broker = floodway_redis::RedisBroker::connect(&url, options)
+                .await
+                .with_context(|| format!("connecting to Redis at {}", redact(&url)))?;
             serve(Arc::new(broker), config).await
         }
     }
