@@ -8,6 +8,7 @@ mod admin;
 mod bad_input;
 mod crash;
 mod demo;
+mod deploy;
 mod python_worker;
 mod secrets;
 mod serve;
@@ -21,7 +22,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 /// The binary under test.
-const BIN: &str = env!("CARGO_BIN_EXE_floodway");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_floodway");
 
 /// A data directory and the commands that run against it.
 pub(crate) struct Floodway {
