@@ -14,6 +14,7 @@ mod secrets;
 mod serve;
 mod serve_redis;
 mod serving;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -119,6 +120,8 @@ pub(crate) fn command(data: &Path, args: &[&str]) -> Command {
         .args(args)
         .env_remove("FLOODWAY_DATA")
         .env_remove("FLOODWAY_DURABILITY")
+        .env_remove("FLOODWAY_SERVER")
+        .env_remove("FLOODWAY_TOKEN")
         .env_remove("RUST_LOG");
     command
 }
