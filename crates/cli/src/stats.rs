@@ -73,15 +73,13 @@ async fn watch_stats(
     queue: Option<&QueueName>,
     refresh: &RefreshArgs,
 ) -> anyhow::Result<()> {
-    if source.is_embedded() && !global.json {
-        eprintln!(
-            "note: this process holds the data directory's lock, so nothing else can change it              meanwhile; to watch a running floodway serve, give --server URL"
-        );
-    }
     let from = source.describe(global);
     watch::run(refresh, global.json, async || {
         let stats = source.stats(queue).await?;
         let mut text = watch::header("floodway stats", &from, refresh.interval());
+        if source.is_embedded() {
+            text.push_str(watch::HELD_NOTE);
+        }
         if stats.is_empty() {
             text.push_str("\nno queues");
         } else {

@@ -114,8 +114,13 @@ async fn top(
         let elapsed = now.at.duration_since(before.at);
         previous = Some(now);
         let text = format!(
-            "{}\n{}",
+            "{}{}\n{}",
             watch::header("floodway top", &from, interval),
+            if source.is_embedded() {
+                watch::HELD_NOTE
+            } else {
+                ""
+            },
             if activity.is_empty() {
                 "no queues".to_owned()
             } else {

@@ -186,6 +186,11 @@ fn redraw(text: &str, rows: usize) -> String {
     out
 }
 
+/// Said under the header when the view reads the data directory: this process holds its
+/// lock, so no server or worker can be moving its tasks meanwhile.
+pub(crate) const HELD_NOTE: &str = "\nnote: this view holds the data directory's lock, so its \
+     figures change only through a server: watch one with --server URL";
+
 /// The header line of a frame: what is shown, from where, how often, and the time (UTC).
 pub(crate) fn header(what: &str, source: &str, interval: Duration) -> String {
     let now = floodway_core::Timestamp::now_system().to_string();

@@ -1058,3 +1058,52 @@ fn the_secret_example_as_shipped_is_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("tokens[0].hash"), "{stderr}");
 }
+
+#[test]
+fn a_worker_configured_only_by_environment_works_tasks_without_handing_its_token_on() {
+    // As a container runs it: no flags but --max-tasks (to end the test), everything else in
+    // FLOODWAY_* variables; the command run per task must not see the worker's credentials.
+    let floodway = Floodway::new();
+    let token = generate_token().unwrap();
+    let config = crate::serving::config_file(
+        &floodway,
+        "",
+        &[("workers", &token, "\"consume\", \"produce\"")],
+    );
+    let serving = Serving::start(&floodway, &["--config", config.to_str().unwrap()], &[]);
+    for n in 0..2 {
+        let (status, body) = http(
+            &serving.url,
+            "POST",
+            "/v1/queues/emails/tasks",
+            Some(&token),
+            &format!(r#"{{"kind": "send_email", "payload": {{"n": {n}}}}}"#),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+    let out = floodway.scratch("seen.txt");
+    let script = format!(
+        "echo \"$FLOODWAY_TASK_KIND token=${{FLOODWAY_TOKEN:-hidden}}\" >> {}",
+        out.display()
+    );
+    let output = floodway
+        .command(&["worker", "--max-tasks", "2"])
+        .env("FLOODWAY_SERVER", &serving.url)
+        .env("FLOODWAY_TOKEN", &token)
+        .env("FLOODWAY_WORKER_QUEUES", "emails=2,other")
+        .env("FLOODWAY_WORKER_KINDS", "send_email,other_kind")
+        .env("FLOODWAY_WORKER_RUN", "exec")
+        .env("FLOODWAY_WORKER_EXEC", &script)
+        .env("FLOODWAY_WORKER_GRACE_PERIOD", "5s")
+        .env("FLOODWAY_WORKER_NAME", "pod-7")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(read(&out), "send_email token=hidden\n".repeat(2));
+    assert!(serving.stop().success());
+}
