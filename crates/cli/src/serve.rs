@@ -129,14 +129,21 @@ async fn serve<B: Broker>(broker: Arc<B>, config: ServerConfig) -> anyhow::Resul
         .bind()
         .await
         .context("binding the listen address")?;
+    // The signal handlers are installed when the future is first polled; poll it once now, so
+    // that a SIGTERM arriving right after the line below stops the server gracefully instead
+    // of killing it with the default action.
+    let mut shutdown = Box::pin(floodway_worker::shutdown_signal());
+    let signalled =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(shutdown.as_mut().poll(cx).is_ready()))
+            .await;
+    if signalled {
+        return Ok(());
+    }
     // One line on stdout, so scripts and tests can read the address (with port 0, the port
     // the system picked).
     crate::output::print(format!("listening on {}", server.url()))?;
     tracing::info!(url = %server.url(), %auth, "floodway serve started");
-    server
-        .serve(floodway_worker::shutdown_signal())
-        .await
-        .context("serving")?;
+    server.serve(shutdown).await.context("serving")?;
     tracing::info!("floodway serve stopped");
     Ok(())
 }
