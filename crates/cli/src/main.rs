@@ -30,6 +30,7 @@ mod logging;
 mod output;
 mod queue;
 mod serve;
+mod signal;
 mod source;
 mod stats;
 mod tasks;

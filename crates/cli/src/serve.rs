@@ -129,16 +129,8 @@ async fn serve<B: Broker>(broker: Arc<B>, config: ServerConfig) -> anyhow::Resul
         .bind()
         .await
         .context("binding the listen address")?;
-    // The signal handlers are installed when the future is first polled; poll it once now, so
-    // that a SIGTERM arriving right after the line below stops the server gracefully instead
-    // of killing it with the default action.
-    let mut shutdown = Box::pin(floodway_worker::shutdown_signal());
-    let signalled =
-        std::future::poll_fn(|cx| std::task::Poll::Ready(shutdown.as_mut().poll(cx).is_ready()))
-            .await;
-    if signalled {
-        return Ok(());
-    }
+    // Before the line below: a SIGTERM sent as soon as it appears stops the server gracefully.
+    let shutdown = crate::signal::shutdown_signal().await;
     // One line on stdout, so scripts and tests can read the address (with port 0, the port
     // the system picked).
     crate::output::print(format!("listening on {}", server.url()))?;

@@ -70,8 +70,7 @@ pub(crate) async fn run<J: Serialize>(
     mut next: impl AsyncFnMut() -> anyhow::Result<Frame<J>>,
 ) -> anyhow::Result<()> {
     let mut screen = Screen::new(json);
-    let stop = floodway_worker::shutdown_signal();
-    tokio::pin!(stop);
+    let mut stop = crate::signal::shutdown_signal().await;
     let mut shown = 0u64;
     loop {
         let frame = tokio::select! {

@@ -184,6 +184,8 @@ const EXIT_PERMANENT_FAILURE: i32 = 65;
 
 /// Runs `floodway worker`.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    // Installed before "worker started" is logged: a SIGTERM from then on is a graceful stop.
+    let shutdown = crate::signal::shutdown_signal().await;
     let mut config = ClientConfig::new(&args.server);
     config.token = args.token;
     config.ca_cert = args.ca_cert;
@@ -234,13 +236,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .map_err(|error| bad_input(error.to_string()))?;
     let handle = worker.handle();
     let report = match args.max_tasks {
-        None => worker.run(floodway_worker::shutdown_signal()).await,
+        None => worker.run(shutdown).await,
         Some(max) => {
             let done = handle.clone();
             worker
                 .run(async move {
                     tokio::select! {
-                        () = floodway_worker::shutdown_signal() => {}
+                        () = shutdown => {}
                         _ = done.wait_for(|r| r.completed + r.dead_lettered >= max) => {}
                     }
                 })
