@@ -147,8 +147,8 @@ fn top_ranks_queues_by_throughput_not_by_depth() {
     enqueue(&serving.url, "busy", "echo", 20_000);
     enqueue(&serving.url, "deep", "echo", 30_000);
 
-    // One worker on `busy`, one task at a time, printing each: its first line says work has
-    // begun, and 20,000 round trips outlast the measurement.
+    // A worker on `busy`, printing each task: its first line says work has begun, and 20,000
+    // tasks outlast the measurement.
     let mut worker = Running(
         floodway
             .command(&[
@@ -156,7 +156,7 @@ fn top_ranks_queues_by_throughput_not_by_depth() {
                 "--server",
                 &serving.url,
                 "--queue",
-                "busy=1",
+                "busy=4",
                 "--kind",
                 "echo",
             ])
@@ -178,38 +178,48 @@ fn top_ranks_queues_by_throughput_not_by_depth() {
     });
     begun.recv().expect("the worker completed a task");
 
+    // Several frames: on a loaded machine an interval may pass with no completion (each ack
+    // waits for an fsync), and then the tie is broken by depth. Whenever `busy` completes
+    // tasks, it ranks first.
     let top: Vec<Value> = floodway
         .ok(&[
             "top",
             "--server",
             &serving.url,
             "--count",
-            "2",
+            "8",
             "--interval",
-            "300ms",
+            "500ms",
             "--json",
         ])
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(top.len(), 2);
+    assert_eq!(top.len(), 8);
+    let mut active_frames = 0;
     for frame in &top {
         let queues = frame["queues"].as_array().unwrap();
-        let names: Vec<&str> = queues
-            .iter()
-            .map(|q| q["queue"].as_str().unwrap())
-            .collect();
-        assert_eq!(names, ["busy", "deep"], "{frame}");
-        assert!(queues[0]["completed_per_second"].as_f64().unwrap() > 0.0);
-        assert_eq!(queues[1]["completed_per_second"], 0.0);
-        assert_eq!(queues[1]["ready"], 30_000);
+        let row = |name: &str| queues.iter().find(|q| q["queue"] == name).unwrap();
+        let (busy, deep) = (row("busy"), row("deep"));
+        assert_eq!(deep["completed_per_second"], 0.0);
+        assert_eq!(deep["ready"], 30_000);
         // Nothing completes in `deep`: its backlog is its oldest task's age.
-        assert_eq!(
-            queues[1]["backlog_seconds"],
-            queues[1]["oldest_ready_age_seconds"]
-        );
-        assert!(frame["interval_seconds"].as_f64().unwrap() >= 0.3);
+        assert_eq!(deep["backlog_seconds"], deep["oldest_ready_age_seconds"]);
+        assert!(frame["interval_seconds"].as_f64().unwrap() >= 0.5);
+        if busy["completed_per_second"].as_f64().unwrap() > 0.0 {
+            active_frames += 1;
+            assert_eq!(queues[0]["queue"], "busy", "{frame}");
+        } else {
+            assert_eq!(
+                queues[0]["queue"], "deep",
+                "a tie goes to the deeper queue: {frame}"
+            );
+        }
     }
+    assert!(
+        active_frames > 0,
+        "the worker completed nothing in 4s: {top:?}"
+    );
 
     // -n limits the rows; --once prints one table for people.
     let once = floodway.ok(&[
@@ -223,7 +233,11 @@ fn top_ranks_queues_by_throughput_not_by_depth() {
         "1",
     ]);
     assert_eq!(once.matches("floodway top · ").count(), 1);
-    assert!(once.contains("busy") && !once.contains("deep"), "{once}");
+    let shown = ["busy", "deep"]
+        .iter()
+        .filter(|q| once.contains(*q))
+        .count();
+    assert_eq!(shown, 1, "{once}");
 
     crate::serving::terminate(&worker.0);
     assert!(worker.0.wait().unwrap().success());
