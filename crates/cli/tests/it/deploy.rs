@@ -327,9 +327,16 @@ fn help(args: &[&str]) -> String {
     accepts(&args).unwrap()
 }
 
-/// Whether this build's worker can serve its probes (`floodway worker --listen`).
+/// Whether this build's worker can serve its probes (`floodway worker --listen`). Once the
+/// metrics work has landed (crates/metrics exists), it must.
 fn worker_listens() -> bool {
-    help(&["worker"]).contains("--listen")
+    let listens = help(&["worker"]).contains("--listen");
+    assert!(
+        listens || !root().join("crates/metrics").is_dir(),
+        "crates/metrics exists but `floodway worker` has no --listen: the manifests' worker \
+         probes and metrics port need it"
+    );
+    listens
 }
 
 /// The variables `floodway` reads, as its `--help` names them (`[env: NAME`).
