@@ -463,11 +463,13 @@ async fn enqueue_all<B: Broker>(
     producers: u32,
 ) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
+    let progress = crate::output::progress(crate::output::Progress::Bar, total, "enqueued");
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..producers {
         let broker = broker.clone();
         let queue = queue.clone();
         let next = next.clone();
+        let progress = progress.clone();
         tasks.spawn(async move {
             loop {
                 let start = next.fetch_add(batch as u64, Ordering::Relaxed);
@@ -480,20 +482,28 @@ async fn enqueue_all<B: Broker>(
                     .map(|i| NewTask::new("noop", payload(i, now)))
                     .collect();
                 broker.enqueue(&queue, tasks).await?;
+                progress.inc(end - start);
             }
         });
     }
     while let Some(done) = tasks.join_next().await {
         done??;
     }
+    progress.finish_and_clear();
     Ok(())
 }
 
+/// Waits until the worker has completed `total` tasks, with a progress bar on a terminal.
 async fn wait_completed(handle: &WorkerHandle, total: u64) -> anyhow::Result<()> {
-    handle
-        .wait_for(|report| report.completed >= total)
-        .await
-        .context("the worker stopped before every task completed")?;
+    let progress = crate::output::progress(crate::output::Progress::Bar, total, "completed");
+    let done = handle
+        .wait_for(|report| {
+            progress.set_position(report.completed);
+            report.completed >= total
+        })
+        .await;
+    progress.finish_and_clear();
+    done.context("the worker stopped before every task completed")?;
     Ok(())
 }
 

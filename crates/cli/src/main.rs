@@ -30,10 +30,14 @@ mod logging;
 mod output;
 mod queue;
 mod serve;
+mod signal;
+mod source;
 mod stats;
 mod tasks;
 mod token;
+mod top;
 mod view;
+mod watch;
 mod worker;
 
 use std::path::PathBuf;
@@ -103,8 +107,11 @@ struct GlobalArgs {
 enum Command {
     /// Enqueue one task, or many as JSON lines with --from.
     Enqueue(enqueue::Args),
-    /// Show queue statistics: tasks per state, age of the oldest ready task, totals.
+    /// Show queue statistics: tasks per state, age of the oldest ready task, totals
+    /// (--watch to refresh them, --server URL to read them from a server).
     Stats(stats::Args),
+    /// Show the busiest queues, refreshed: throughput, depth, backlog, oldest ready task.
+    Top(top::Args),
     /// List or inspect tasks.
     #[command(subcommand)]
     Tasks(tasks::Command),
@@ -134,6 +141,7 @@ async fn dispatch(global: &Global, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Enqueue(args) => enqueue::run(global, args).await,
         Command::Stats(args) => stats::run(global, args).await,
+        Command::Top(args) => top::run(global, args).await,
         Command::Tasks(command) => tasks::run(global, command).await,
         Command::Dead(command) => dead::run(global, command).await,
         Command::Pause(args) => queue::pause(global, args, true).await,
@@ -153,6 +161,7 @@ fn main() -> ExitCode {
         Err(error) => return exit::usage(error),
     };
     logging::install(cli.global.log_format, cli.global.verbose);
+    output::hide_progress(cli.global.json);
     let global = Global {
         data: cli.global.data,
         durability: cli.global.durability,

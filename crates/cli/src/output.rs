@@ -5,6 +5,7 @@
 //! panicking when the reader has gone away (`floodway tasks list | head`).
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use comfy_table::{ContentArrangement, Table, presets};
@@ -71,8 +72,22 @@ pub(crate) enum Progress {
     GrowingBar,
 }
 
-/// A progress bar on stderr, drawn only when stderr is a terminal. `len` is its total (or 0 to
-/// set later with `set_length`).
+/// Set once at start-up (`--json`): progress bars are then never drawn, so a script that
+/// merges stderr into its JSON, or runs in a terminal, reads only the JSON and its own logs.
+static PROGRESS_HIDDEN: AtomicBool = AtomicBool::new(false);
+
+/// Hides every progress bar of this process when `hidden` (the command line's `--json`).
+pub(crate) fn hide_progress(hidden: bool) {
+    PROGRESS_HIDDEN.store(hidden, Ordering::Relaxed);
+}
+
+/// Whether progress bars are drawn: on a terminal, and not with `--json`.
+fn progress_visible(stderr_is_terminal: bool, hidden: bool) -> bool {
+    stderr_is_terminal && !hidden
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal and `--json` was not given.
+/// `len` is its total (or 0 to set later with `set_length`).
 pub(crate) fn progress(kind: Progress, len: u64, what: &str) -> ProgressBar {
     let template = match kind {
         Progress::Count => "{spinner} {msg} {pos} ({rate})",
@@ -89,7 +104,10 @@ pub(crate) fn progress(kind: Progress, len: u64, what: &str) -> ProgressBar {
         )
         .progress_chars("=> ");
     let bar = ProgressBar::new(len).with_style(style);
-    let target = if std::io::stderr().is_terminal() {
+    let target = if progress_visible(
+        std::io::stderr().is_terminal(),
+        PROGRESS_HIDDEN.load(Ordering::Relaxed),
+    ) {
         ProgressDrawTarget::stderr()
     } else {
         ProgressDrawTarget::hidden()
@@ -103,6 +121,13 @@ pub(crate) fn progress(kind: Progress, len: u64, what: &str) -> ProgressBar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_is_drawn_only_on_a_terminal_and_never_with_json() {
+        assert!(progress_visible(true, false));
+        assert!(!progress_visible(false, false));
+        assert!(!progress_visible(true, true));
+    }
 
     #[test]
     fn durations_read_naturally() {

@@ -33,6 +33,11 @@ pub(crate) struct Args {
     /// Several servers may serve one Redis.
     #[arg(long, env = "FLOODWAY_BROKER", value_name = "URL")]
     broker: Option<String>,
+    /// With a Redis --broker: refuse to start unless floodway's dataset is already there,
+    /// instead of creating it. Set it in production once the dataset exists, so a server
+    /// started after Redis lost its data reports the loss rather than begin an empty queue.
+    #[arg(long, env = "FLOODWAY_REQUIRE_DATASET", requires = "broker")]
+    require_dataset: bool,
     /// Allow a non-loopback --listen address with no tokens configured (anyone who can reach
     /// the port can do anything).
     #[arg(long)]
@@ -105,10 +110,13 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         BrokerChoice::Redis(url) => {
             // Connecting checks the server (eviction policy, persistence, the dataset marker)
             // and fails with a message that says what is wrong.
-            let broker =
-                floodway_redis::RedisBroker::connect(&url, floodway_redis::Options::default())
-                    .await
-                    .with_context(|| format!("connecting to Redis at {}", redact(&url)))?;
+            let options = floodway_redis::Options {
+                create_if_missing: !args.require_dataset,
+                ..floodway_redis::Options::default()
+            };
+            let broker = floodway_redis::RedisBroker::connect(&url, options)
+                .await
+                .with_context(|| format!("connecting to Redis at {}", redact(&url)))?;
             serve(Arc::new(broker), config).await
         }
     }
@@ -127,14 +135,13 @@ async fn serve<B: Broker>(broker: Arc<B>, config: ServerConfig) -> anyhow::Resul
         .bind()
         .await
         .context("binding the listen address")?;
+    // Before the line below: a SIGTERM sent as soon as it appears stops the server gracefully.
+    let shutdown = crate::signal::shutdown_signal().await;
     // One line on stdout, so scripts and tests can read the address (with port 0, the port
     // the system picked).
     crate::output::print(format!("listening on {}", server.url()))?;
     tracing::info!(url = %server.url(), %auth, dashboard, "floodway serve started");
-    server
-        .serve(floodway_worker::shutdown_signal())
-        .await
-        .context("serving")?;
+    server.serve(shutdown).await.context("serving")?;
     tracing::info!("floodway serve stopped");
     Ok(())
 }

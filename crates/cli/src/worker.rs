@@ -18,6 +18,11 @@
 //!
 //! The worker shuts down gracefully on SIGINT or SIGTERM, or once `--max-tasks` tasks have
 //! finished (completed or dead-lettered).
+//!
+//! Every option but `--max-tasks` can also come from the environment (`FLOODWAY_SERVER`,
+//! `FLOODWAY_TOKEN`, `FLOODWAY_CA_CERT`, `FLOODWAY_WORKER_*`; `--help` names each), so a
+//! container is configured without a command line; lists (`FLOODWAY_WORKER_QUEUES`,
+//! `FLOODWAY_WORKER_KINDS`) are comma-separated.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -65,39 +70,69 @@ pub(crate) struct Args {
     )]
     token: Option<Token>,
     /// A PEM file of extra root certificates to trust (a private CA or self-signed server).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "FLOODWAY_CA_CERT", value_name = "FILE")]
     ca_cert: Option<PathBuf>,
     /// A queue to serve, with the most tasks to run at once: QUEUE or QUEUE=N (default 16).
-    /// Repeatable.
-    #[arg(long = "queue", required = true, value_name = "QUEUE[=N]")]
+    /// Repeatable, or comma-separated.
+    #[arg(
+        long = "queue",
+        env = "FLOODWAY_WORKER_QUEUES",
+        required = true,
+        value_delimiter = ',',
+        value_name = "QUEUE[=N]"
+    )]
     queues: Vec<QueueArg>,
-    /// A task kind to run. Repeatable; tasks of other kinds are failed with "no handler".
-    #[arg(long = "kind", required = true, value_name = "KIND")]
+    /// A task kind to run. Repeatable, or comma-separated; tasks of other kinds are failed
+    /// with "no handler".
+    #[arg(
+        long = "kind",
+        env = "FLOODWAY_WORKER_KINDS",
+        required = true,
+        value_delimiter = ',',
+        value_name = "KIND"
+    )]
     kinds: Vec<String>,
     /// What to do with each task: print it as a JSON line, do nothing (noop), or run --exec.
-    #[arg(long, value_enum, default_value = "print")]
+    #[arg(long, env = "FLOODWAY_WORKER_RUN", value_enum, default_value = "print")]
     run: Run,
     /// With --run exec: the shell command run per task (payload on stdin).
-    #[arg(long, value_name = "COMMAND", required_if_eq("run", "exec"))]
+    #[arg(
+        long,
+        env = "FLOODWAY_WORKER_EXEC",
+        value_name = "COMMAND",
+        required_if_eq("run", "exec")
+    )]
     exec: Option<String>,
     /// How long one attempt may run before it is stopped and retried.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "FLOODWAY_WORKER_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     timeout: Duration,
     /// How long each lease lasts; heartbeats extend it while a task runs.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "FLOODWAY_WORKER_LEASE", default_value = "30s", value_parser = parse_duration)]
     lease: Duration,
     /// Most tasks one reserve call asks for.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(
+        long,
+        env = "FLOODWAY_WORKER_RESERVE_BATCH",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..=1000)
+    )]
     reserve_batch: u32,
-    /// How long shutdown lets tasks in flight finish.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// How long shutdown lets tasks in flight finish before it stops them and gives them back
+    /// (a supervisor's stop timeout must exceed it: Kubernetes' terminationGracePeriodSeconds,
+    /// compose's stop_grace_period; see docs/deploy.md).
+    #[arg(
+        long,
+        env = "FLOODWAY_WORKER_GRACE_PERIOD",
+        default_value = "30s",
+        value_parser = parse_duration
+    )]
     grace_period: Duration,
     /// Stop (gracefully) once this many tasks have finished here: completed, or failed for
     /// good (dead-lettered).
     #[arg(long, value_name = "N")]
     max_tasks: Option<u64>,
     /// The worker's name on its leases [default: host name and process id].
-    #[arg(long)]
+    #[arg(long, env = "FLOODWAY_WORKER_NAME")]
     name: Option<String>,
 }
 
@@ -149,6 +184,8 @@ const EXIT_PERMANENT_FAILURE: i32 = 65;
 
 /// Runs `floodway worker`.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    // Installed before "worker started" is logged: a SIGTERM from then on is a graceful stop.
+    let shutdown = crate::signal::shutdown_signal().await;
     let mut config = ClientConfig::new(&args.server);
     config.token = args.token;
     config.ca_cert = args.ca_cert;
@@ -199,13 +236,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .map_err(|error| bad_input(error.to_string()))?;
     let handle = worker.handle();
     let report = match args.max_tasks {
-        None => worker.run(floodway_worker::shutdown_signal()).await,
+        None => worker.run(shutdown).await,
         Some(max) => {
             let done = handle.clone();
             worker
                 .run(async move {
                     tokio::select! {
-                        () = floodway_worker::shutdown_signal() => {}
+                        () = shutdown => {}
                         _ = done.wait_for(|r| r.completed + r.dead_lettered >= max) => {}
                     }
                 })
@@ -242,6 +279,8 @@ async fn exec(command: &str, ctx: &TaskContext, payload: Vec<u8>) -> Outcome {
         .env("FLOODWAY_TASK_KIND", ctx.kind())
         .env("FLOODWAY_QUEUE", ctx.queue().as_str())
         .env("FLOODWAY_ATTEMPT", ctx.attempt().to_string())
+        // The command gets the task, not the worker's credentials.
+        .env_remove("FLOODWAY_TOKEN")
         .stdin(Stdio::piped())
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())

@@ -8,11 +8,13 @@ mod admin;
 mod bad_input;
 mod crash;
 mod demo;
+mod deploy;
 mod python_worker;
 mod secrets;
 mod serve;
 mod serve_redis;
 mod serving;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -21,7 +23,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 /// The binary under test.
-const BIN: &str = env!("CARGO_BIN_EXE_floodway");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_floodway");
 
 /// A data directory and the commands that run against it.
 pub(crate) struct Floodway {
@@ -118,6 +120,8 @@ pub(crate) fn command(data: &Path, args: &[&str]) -> Command {
         .args(args)
         .env_remove("FLOODWAY_DATA")
         .env_remove("FLOODWAY_DURABILITY")
+        .env_remove("FLOODWAY_SERVER")
+        .env_remove("FLOODWAY_TOKEN")
         .env_remove("RUST_LOG");
     command
 }
