@@ -273,6 +273,7 @@ mod tests {
             },
             oldest_ready_age: Some(std::time::Duration::from_millis(1500)),
             refusing: true,
+            start_latency: Default::default(),
         };
         let text = metrics.render(&[stats]);
         for line in [
