@@ -317,7 +317,10 @@ mod tests {
             "floodway_task_start_latency_seconds_bucket{queue=\"emails\",le=\"2.5\"} 1",
             "floodway_task_start_latency_seconds_sum{queue=\"emails\"} 1.5",
         ] {
-            assert!(text.contains(&format!("{line}\n")), "missing {line} in\n{text}");
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "missing {line} in\n{text}"
+            );
         }
     }
 }

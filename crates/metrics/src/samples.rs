@@ -108,6 +108,11 @@ impl Samples {
         self.samples.is_empty()
     }
 
+    /// Keeps only the samples `keep` says yes to (a caller's view, say).
+    pub fn retain(&mut self, keep: impl FnMut(&Sample) -> bool) {
+        self.samples.retain(keep);
+    }
+
     /// Adds every sample of `other`.
     pub fn extend(&mut self, other: Samples) {
         self.samples.extend(other.samples);
