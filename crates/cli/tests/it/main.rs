@@ -13,6 +13,7 @@ mod secrets;
 mod serve;
 mod serve_redis;
 mod serving;
+mod worker_metrics;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
