@@ -268,6 +268,56 @@ mod tests {
         }
     }
 
+    /// One row of a metrics table in docs/metrics.md: name, type, labels, source.
+    fn documented() -> Vec<(String, String, Vec<String>, String)> {
+        let doc = include_str!("../../../docs/metrics.md");
+        doc.lines()
+            .filter(|line| line.starts_with("| `floodway_"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let unquote = |cell: &str| cell.trim_matches('`').to_owned();
+                let labels = cells[3]
+                    .split(',')
+                    .map(|label| unquote(label.trim()))
+                    .filter(|label| !label.is_empty())
+                    .collect();
+                (
+                    unquote(cells[1]),
+                    cells[2].to_owned(),
+                    labels,
+                    cells[4].to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn docs_metrics_md_lists_exactly_the_declared_metrics() {
+        let documented = documented();
+        let mut names: Vec<&str> = documented.iter().map(|d| d.0.as_str()).collect();
+        names.sort_unstable();
+        let count = names.len();
+        names.dedup();
+        assert_eq!(names.len(), count, "a metric is listed twice in docs/metrics.md");
+        for metric in ALL {
+            let row = documented
+                .iter()
+                .find(|d| d.0 == metric.name)
+                .unwrap_or_else(|| panic!("docs/metrics.md does not list {}", metric.name));
+            assert_eq!(row.1, metric.kind.as_str(), "{}: type", metric.name);
+            assert_eq!(row.2, metric.labels, "{}: labels", metric.name);
+            assert_eq!(row.3, metric.exporter.as_str(), "{}: source", metric.name);
+        }
+        for row in &documented {
+            assert!(
+                find(&row.0).is_some(),
+                "docs/metrics.md lists {}, which the catalog does not declare",
+                row.0
+            );
+        }
+        assert_eq!(documented.len(), ALL.len());
+    }
+
     #[test]
     fn start_latency_buckets_are_the_brokers() {
         assert_eq!(START_LATENCY_BOUNDS_SECONDS[0], 0.001);
