@@ -298,7 +298,11 @@ mod tests {
         names.sort_unstable();
         let count = names.len();
         names.dedup();
-        assert_eq!(names.len(), count, "a metric is listed twice in docs/metrics.md");
+        assert_eq!(
+            names.len(),
+            count,
+            "a metric is listed twice in docs/metrics.md"
+        );
         for metric in ALL {
             let row = documented
                 .iter()

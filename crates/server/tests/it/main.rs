@@ -7,6 +7,7 @@ mod auth;
 mod backpressure;
 mod errors;
 mod limits;
+mod metrics;
 mod openapi;
 mod support;
 mod tls;
