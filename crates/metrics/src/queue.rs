@@ -275,6 +275,47 @@ mod tests {
     }
 
     #[test]
+    fn every_figure_of_a_queue_is_exported() {
+        let mut s = stats(3, 0, Some(1_500));
+        s.totals = QueueTotals {
+            enqueued: 7,
+            rejected_overloaded: 2,
+            throttled_rate: 3,
+            throttled_concurrency: 4,
+            effects_recorded: 5,
+            ..QueueTotals::default()
+        };
+        s.totals.dead.expired = 6;
+        s.refusing = true;
+        s.start_latency.record(Duration::from_millis(30));
+        let mut samples = Samples::new();
+        QueueMetrics::new().collect_at(Duration::ZERO, &[s], &mut samples);
+        let text = crate::encode(&samples);
+        for line in [
+            "floodway_queue_depth{queue=\"orders\",state=\"ready\"} 3",
+            "floodway_queue_depth{queue=\"orders\",state=\"dead\"} 0",
+            "floodway_queue_oldest_ready_age_seconds{queue=\"orders\"} 1.5",
+            "floodway_queue_refusing{queue=\"orders\"} 1",
+            "floodway_queue_paused{queue=\"orders\"} 0",
+            "floodway_tasks_enqueued_total{queue=\"orders\"} 7",
+            "floodway_tasks_dead_lettered_total{queue=\"orders\",reason=\"expired\"} 6",
+            "floodway_tasks_dead_lettered_total{queue=\"orders\",reason=\"overflow\"} 0",
+            "floodway_enqueues_rejected_overloaded_total{queue=\"orders\"} 2",
+            "floodway_reserves_throttled_total{queue=\"orders\",limit=\"rate\"} 3",
+            "floodway_reserves_throttled_total{queue=\"orders\",limit=\"concurrency\"} 4",
+            "floodway_effects_recorded_total{queue=\"orders\"} 5",
+            "floodway_task_start_latency_seconds_bucket{queue=\"orders\",le=\"0.025\"} 0",
+            "floodway_task_start_latency_seconds_bucket{queue=\"orders\",le=\"0.05\"} 1",
+            "floodway_task_start_latency_seconds_count{queue=\"orders\"} 1",
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "missing {line} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
     fn a_broker_source_exports_every_queue_of_the_broker() {
         use floodway_core::{ManualClock, NewTask, ReserveRequest, Timestamp};
         use floodway_embedded::{EmbeddedBroker, Options};
