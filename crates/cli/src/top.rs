@@ -168,7 +168,11 @@ fn activities(before: &Reading, now: &Reading) -> Vec<Activity> {
                 delayed: s.counts.scheduled + s.counts.retrying,
                 dead: s.counts.dead,
                 oldest_ready_age_seconds: oldest,
-                backlog_seconds: backlog_seconds(s.counts.ready, completed_per_second, oldest),
+                backlog_seconds: floodway_metrics::backlog_seconds(
+                    s.counts.ready,
+                    Some(completed_per_second),
+                    s.oldest_ready_age,
+                ),
                 refusing: s.refusing,
                 paused: s.config.paused,
             }
@@ -182,18 +186,6 @@ fn activities(before: &Reading, now: &Reading) -> Vec<Activity> {
             .then(a.queue.cmp(&b.queue))
     });
     rows
-}
-
-/// Seconds to work off `ready` tasks at `rate` completions per second; while nothing
-/// completes, the oldest ready task's age; 0 with nothing ready.
-fn backlog_seconds(ready: u64, rate: f64, oldest_ready_age_seconds: f64) -> f64 {
-    if ready == 0 {
-        0.0
-    } else if rate > 0.0 {
-        ready as f64 / rate
-    } else {
-        oldest_ready_age_seconds
-    }
 }
 
 fn table(rows: &[Activity]) -> comfy_table::Table {
@@ -257,6 +249,7 @@ mod tests {
             },
             oldest_ready_age: (ready > 0).then_some(Duration::from_secs(7)),
             refusing: false,
+            start_latency: Default::default(),
         }
     }
 

@@ -23,6 +23,10 @@
 //! `FLOODWAY_TOKEN`, `FLOODWAY_CA_CERT`, `FLOODWAY_WORKER_*`; `--help` names each), so a
 //! container is configured without a command line; lists (`FLOODWAY_WORKER_QUEUES`,
 //! `FLOODWAY_WORKER_KINDS`) are comma-separated.
+//!
+//! With `--listen ADDR` it also serves, until it stops, its metrics at `/metrics` (the
+//! `floodway_worker_*` series of docs/metrics.md), `/healthz` (alive) and `/readyz` (the
+//! server answers `/readyz` itself), for a worker pod's scrape and probes.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -32,6 +36,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use floodway_client::{ClientConfig, HttpBroker, Token};
+use floodway_metrics::Registry;
+use floodway_server::metrics;
 use floodway_worker::{Outcome, TaskContext, Worker};
 use tokio::io::AsyncWriteExt;
 
@@ -47,6 +53,8 @@ What the worker does with each task of the given kinds (--run):
          FLOODWAY_TASK_KIND, FLOODWAY_QUEUE, FLOODWAY_ATTEMPT in the environment: exit 0
          completes the task, 65 fails it for good (dead letter), anything else retries it
 Tasks of other kinds are failed with \"no handler\" and retried later, as by any worker.
+With --listen ADDR the worker serves its metrics (docs/metrics.md) at /metrics, and /healthz
+and /readyz for liveness and readiness probes; it prints the address on stderr.
 SIGINT or SIGTERM (or --max-tasks) stops reserving, lets tasks in flight finish within
 --grace-period and gives the rest back. Counts are printed on stderr at the end.
 
@@ -131,9 +139,13 @@ pub(crate) struct Args {
     /// good (dead-lettered).
     #[arg(long, value_name = "N")]
     max_tasks: Option<u64>,
-    /// The worker's name on its leases [default: host name and process id].
+    /// The worker's name on its leases and metrics [default: host name and process id].
     #[arg(long, env = "FLOODWAY_WORKER_NAME")]
     name: Option<String>,
+    /// Serve the worker's Prometheus metrics at http://ADDR/metrics, with /healthz (the
+    /// process is alive) and /readyz (the server answers) for probes, e.g. 0.0.0.0:9464.
+    #[arg(long, env = "FLOODWAY_WORKER_LISTEN", value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
 }
 
 /// What the worker does with a task.
@@ -194,7 +206,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("connecting to {}", args.server))?,
     );
-    let mut builder = Worker::builder(broker)
+    let registry = Arc::new(Registry::new());
+    let mut builder = Worker::builder(broker.clone())
+        .metrics(registry.clone())
         .timeout(args.timeout)
         .lease_duration(args.lease)
         .reserve_batch_max(args.reserve_batch as usize)
@@ -234,6 +248,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let worker = builder
         .build()
         .map_err(|error| bad_input(error.to_string()))?;
+    let exporter = match args.listen {
+        Some(address) => Some(Exporter::start(address, registry, broker).await?),
+        None => None,
+    };
     let handle = worker.handle();
     let report = match args.max_tasks {
         None => worker.run(shutdown).await,
@@ -249,8 +267,46 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 .await
         }
     };
+    if let Some(exporter) = exporter {
+        exporter.stop().await?;
+    }
     eprintln!("{}", serde_json::to_string(&report)?);
     Ok(())
+}
+
+/// The worker's metrics and probes endpoint (`--listen`), served until the worker stops.
+struct Exporter {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Exporter {
+    /// Binds `address` (failing at once if it is taken) and serves `/metrics` from
+    /// `registry`, `/healthz`, and `/readyz` asking `broker`.
+    async fn start(
+        address: std::net::SocketAddr,
+        registry: Arc<Registry>,
+        broker: Arc<HttpBroker>,
+    ) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("listening on {address} (--listen)"))?;
+        let local = listener.local_addr()?;
+        let router = metrics::router(registry).merge(metrics::probes(broker));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(metrics::serve(listener, router, async {
+            let _ = stopped.await;
+        }));
+        eprintln!("metrics on http://{local}/metrics (and /healthz, /readyz)");
+        Ok(Exporter { stop, task })
+    }
+
+    /// Stops serving, once the worker has stopped.
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await??;
+        Ok(())
+    }
 }
 
 /// One JSON line per task on stdout; the payload as JSON when it is JSON, else as a string.

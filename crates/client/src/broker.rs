@@ -236,17 +236,16 @@ impl Broker for HttpBroker {
                         Duration::ZERO,
                     )
                     .await?;
-                Ok(vec![stats.into_core()])
+                Ok(vec![stats.into_core().map_err(wire_error)?])
             }
             None => {
                 let list: wire::QueueList = self
                     .call(Method::GET, "/v1/queues", NO_BODY, Duration::ZERO)
                     .await?;
-                Ok(list
-                    .queues
+                list.queues
                     .into_iter()
-                    .map(wire::QueueStats::into_core)
-                    .collect())
+                    .map(|stats| stats.into_core().map_err(wire_error))
+                    .collect()
             }
         }
     }

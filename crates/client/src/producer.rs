@@ -182,6 +182,9 @@ pub struct Producer<D: Destination = HttpDestination> {
     /// The zero of the breaker's time.
     origin: Instant,
     observer: Option<Observer>,
+    /// The producer as a metrics source, once [`Producer::metrics`] registered it; clones
+    /// share it, and a registry holds it weakly, so it is exported while a clone lives.
+    metrics: Option<Arc<BreakerMetrics>>,
 }
 
 impl<D: Destination> Clone for Producer<D> {
@@ -192,6 +195,7 @@ impl<D: Destination> Clone for Producer<D> {
             breaker: self.breaker.clone(),
             origin: self.origin,
             observer: self.observer.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -243,7 +247,28 @@ impl<D: Destination> Producer<D> {
             breaker: Arc::new(Mutex::new(breaker)),
             origin: Instant::now(),
             observer: None,
+            metrics: None,
         })
+    }
+
+    /// Exports the circuit breaker's state through `registry` as
+    /// `floodway_producer_breaker_state{producer="<name>",state}` (docs/metrics.md), for as
+    /// long as this producer or a clone made from it afterwards lives.
+    pub fn metrics(
+        mut self,
+        registry: &floodway_metrics::Registry,
+        name: impl Into<String>,
+    ) -> Result<Self, ClientError> {
+        let source = Arc::new(BreakerMetrics {
+            name: name.into(),
+            breaker: self.breaker.clone(),
+            origin: self.origin,
+        });
+        registry
+            .register_weak(&source)
+            .map_err(|error| ClientError::Config(format!("metrics: {error}")))?;
+        self.metrics = Some(source);
+        Ok(self)
     }
 
     /// Calls `observer` with every [`ProducerEvent`].
@@ -361,5 +386,39 @@ impl<D: Destination> Producer<D> {
 
     fn lock_breaker(&self) -> std::sync::MutexGuard<'_, CircuitBreaker> {
         self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A producer's circuit breaker as a metrics source.
+struct BreakerMetrics {
+    /// The `producer` label.
+    name: String,
+    breaker: Arc<Mutex<CircuitBreaker>>,
+    origin: Instant,
+}
+
+impl floodway_metrics::Source for BreakerMetrics {
+    fn collect<'a>(
+        &'a self,
+        samples: &'a mut floodway_metrics::Samples,
+    ) -> floodway_metrics::SourceFuture<'a> {
+        let now = self.origin.elapsed();
+        let state = self
+            .breaker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .state(now);
+        for (label, this) in [
+            ("closed", BreakerState::Closed),
+            ("open", BreakerState::Open),
+            ("half_open", BreakerState::HalfOpen),
+        ] {
+            samples.gauge(
+                &floodway_metrics::catalog::PRODUCER_BREAKER_STATE,
+                &[&self.name, label],
+                f64::from(u8::from(state == this)),
+            );
+        }
+        Box::pin(std::future::ready(Ok(())))
     }
 }

@@ -186,6 +186,7 @@ macro_rules! __cases {
             stats::stats_totals_count_every_event,
             stats::oldest_ready_age_is_the_wait_of_the_longest_waiting_ready_task,
             stats::oldest_ready_age_counts_ready_tasks_held_back_by_their_partition,
+            stats::start_latency_counts_the_wait_from_due_to_reservation,
             stats::configure_replaces_the_config_and_keeps_the_tasks,
             stats::ping_answers_an_open_broker_and_changes_nothing,
             partitions::tasks_sharing_a_partition_key_run_one_at_a_time_in_enqueue_order,

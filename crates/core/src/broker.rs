@@ -102,6 +102,10 @@
 //!   `rejected_full` counts refused enqueue calls, `deduplicated` duplicate tasks,
 //!   `stale_refused` refused items. `oldest_ready_age` is measured from the earliest `run_at`
 //!   among ready tasks, including those held back by their partition key.
+//! - **Start latency**: reserve records, for each task it hands out, `now - run_at` (how long
+//!   the task had waited since it became due) in the queue's `start_latency`
+//!   ([`crate::LatencyHistogram`]). Like the totals it only grows, except that a broker may
+//!   start it empty after a restart (the embedded broker keeps it in memory).
 
 use std::future::Future;
 use std::time::Duration;

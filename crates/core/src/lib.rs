@@ -11,6 +11,7 @@ pub mod broker;
 pub mod duration;
 pub mod error;
 pub mod id;
+pub mod latency;
 pub mod lease;
 pub mod limits;
 pub mod name;
@@ -26,6 +27,7 @@ pub use broker::{
 };
 pub use error::BrokerError;
 pub use id::{IdGenerator, MalformedTaskId, TaskId};
+pub use latency::{LATENCY_BUCKETS, LatencyHistogram};
 pub use lease::{Fence, Lease, LeaseRef, Refusal};
 pub use name::QueueName;
 pub use queue::{

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::BrokerError;
+use crate::latency::LatencyHistogram;
 use crate::limits;
 use crate::name::QueueName;
 use crate::retry::RetryPolicy;
@@ -193,6 +194,10 @@ pub struct QueueStats {
     /// True while the queue is above its high watermark, or crossed it and has not yet come
     /// down to the low one: enqueue is refused with [`BrokerError::Overloaded`].
     pub refusing: bool,
+    /// How long the tasks reserved from the queue had waited since they became due, recorded
+    /// by the broker at each reservation. It only grows, like the totals, but a broker that
+    /// keeps it in memory (the embedded one) starts it empty again after a restart.
+    pub start_latency: LatencyHistogram,
 }
 
 impl QueueStats {

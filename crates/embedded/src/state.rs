@@ -29,9 +29,9 @@ use floodway_core::broker::{validate_batch, validate_lease_duration};
 use floodway_core::task::truncate_error;
 use floodway_core::{
     BrokerError, DeadReason, DeadSelector, EffectRecord, Enqueued, Event, FailOutcome, Failure,
-    Fence, IdGenerator, Lease, LeaseRef, NewTask, OverflowPolicy, QueueConfig, QueueName,
-    QueueStats, QueueTotals, Refusal, Reservation, ReserveRequest, StateCounts, Task, TaskFilter,
-    TaskId, TaskState, Timestamp, limits, transition,
+    Fence, IdGenerator, LatencyHistogram, Lease, LeaseRef, NewTask, OverflowPolicy, QueueConfig,
+    QueueName, QueueStats, QueueTotals, Refusal, Reservation, ReserveRequest, StateCounts, Task,
+    TaskFilter, TaskId, TaskState, Timestamp, limits, transition,
 };
 
 use crate::record::{self, Counts, Record};
@@ -267,6 +267,11 @@ struct Queue {
     key_active: HashMap<String, u32>,
     /// Backpressure state that lives only in memory (see [`Limiter`]).
     limiter: Limiter,
+    /// Start latencies of the tasks reserved, recorded by `State::reserve`. In memory only, as
+    /// the rules allow: it is not logged (a record per reservation would cost more than the
+    /// figure is worth), so it starts empty when the broker opens, and Prometheus sees a
+    /// counter reset. Reconfiguring the queue keeps it.
+    start_latency: LatencyHistogram,
 }
 
 /// A queue's backpressure state that is not logged: token buckets, the watermark gate and the
@@ -548,7 +553,10 @@ impl State {
         };
         let expires_at = now.saturating_add(request.lease);
         let mut reservations = Vec::with_capacity(chosen.len());
+        let mut latency = LatencyHistogram::default();
         for id in chosen {
+            // A ready task's run_at is when it became due (the rules in floodway_core::broker).
+            latency.record(now.saturating_since(self.tasks[&id].run_at));
             let fence = Fence(self.tasks[&id].fence.0.max(self.fence_base())).next();
             self.commit(
                 Record::Reserved {
@@ -567,6 +575,11 @@ impl State {
                     expires_at,
                 },
             });
+        }
+        if !reservations.is_empty()
+            && let Some(queue) = self.queues.get_mut(&request.queue)
+        {
+            queue.start_latency.merge(&latency);
         }
         let throttle = throttle.filter(|_| reservations.len() < request.max);
         Ok((reservations, throttle))
@@ -963,6 +976,7 @@ impl State {
                 totals: q.totals,
                 oldest_ready_age: oldest_ready.map(|at| now.saturating_since(at)),
                 refusing: q.refusing(),
+                start_latency: q.start_latency,
             }
         };
         match queue {

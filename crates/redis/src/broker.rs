@@ -30,9 +30,10 @@ use floodway_core::broker::{validate_batch, validate_lease_duration};
 use floodway_core::task::truncate_error;
 use floodway_core::{
     Broker, BrokerError, Capabilities, DeadCounts, DeadSelector, EffectRecord, Enqueued,
-    FailOutcome, Failure, Fence, Lease, LeaseRef, LeaseResults, NewTask, QueueConfig, QueueName,
-    QueueStats, QueueTotals, Refusal, Reservation, ReserveRequest, RetryDecision, StateCounts,
-    Task, TaskFilter, TaskId, TaskState, Timestamp, limits as core_limits,
+    FailOutcome, Failure, Fence, LATENCY_BUCKETS, LatencyHistogram, Lease, LeaseRef, LeaseResults,
+    NewTask, QueueConfig, QueueName, QueueStats, QueueTotals, Refusal, Reservation, ReserveRequest,
+    RetryDecision, StateCounts, Task, TaskFilter, TaskId, TaskState, Timestamp,
+    limits as core_limits,
 };
 use redis::{RedisError, Script, Value};
 
@@ -918,8 +919,9 @@ impl Inner {
         /// Values before the configuration in the stats script's answer: status, now,
         /// earliest ready run-at, refusing.
         const HEAD: usize = 4;
-        /// Counters after the configuration: seven state counts and 20 totals.
-        const COUNTERS: usize = 7 + 20;
+        /// Counters after the configuration: seven state counts, 20 totals, the start
+        /// latency's buckets and its sum.
+        const COUNTERS: usize = 7 + 20 + LATENCY_BUCKETS + 1;
         let mut total: Option<QueueStats> = None;
         for shard in self.shards(queue, entry) {
             let mut args = Args::default();
@@ -981,6 +983,11 @@ impl Inner {
                 throttled_concurrency: n()?,
                 effects_recorded: n()?,
             };
+            let mut start_latency = LatencyHistogram::default();
+            for count in &mut start_latency.counts {
+                *count = n()?;
+            }
+            start_latency.sum = Duration::from_millis(n()?);
             self.observe_drain(queue, shard.home.shard, now, totals.completed);
             let age = (earliest >= 0)
                 .then(|| Duration::from_millis(now.saturating_sub(earliest).max(0) as u64));
@@ -991,6 +998,7 @@ impl Inner {
                 totals,
                 oldest_ready_age: age,
                 refusing,
+                start_latency,
             };
             total = Some(match total {
                 None => stats,
@@ -1099,6 +1107,7 @@ fn add_stats(mut sum: QueueStats, other: QueueStats) -> QueueStats {
     a.throttled_concurrency += b.throttled_concurrency;
     a.effects_recorded += b.effects_recorded;
     sum.refusing |= other.refusing;
+    sum.start_latency.merge(&other.start_latency);
     sum.oldest_ready_age = match (sum.oldest_ready_age, other.oldest_ready_age) {
         (Some(x), Some(y)) => Some(x.max(y)),
         (x, y) => x.or(y),

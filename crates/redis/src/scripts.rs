@@ -60,3 +60,27 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     get: shard_script!("get.lua"),
     registry: Script::new(include_str!("lua/registry.lua")),
 });
+
+#[cfg(test)]
+mod tests {
+    /// The start latency buckets of the Lua scripts are those of the core type, so the Redis
+    /// broker's histograms add up with every other broker's.
+    #[test]
+    fn lua_start_latency_bounds_are_the_core_bounds() {
+        let common = include_str!("lua/common.lua");
+        let table = common
+            .split("local START_LATENCY_BOUNDS_MS = {")
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .expect("common.lua declares START_LATENCY_BOUNDS_MS");
+        let lua: Vec<u64> = table
+            .split(',')
+            .map(|n| n.trim().parse().expect("a whole number of ms"))
+            .collect();
+        let core: Vec<u64> = floodway_core::LatencyHistogram::BOUNDS
+            .iter()
+            .map(|bound| bound.as_millis() as u64)
+            .collect();
+        assert_eq!(lua, core);
+    }
+}

@@ -20,7 +20,7 @@ use crate::auth::Auth;
 use crate::config::{Limits, ServerConfig};
 use crate::erased::DynBroker;
 use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::metrics::HttpMetrics;
 use crate::routes::{dead, health, leases, maintenance, queues, tasks};
 use crate::wire::ErrorCode;
 
@@ -32,8 +32,14 @@ pub(crate) struct App {
     pub(crate) auth: Auth,
     /// The request limits in force.
     pub(crate) limits: Limits,
-    /// Request counts for `/metrics`.
-    pub(crate) metrics: Metrics,
+    /// Request counts and durations, also registered in `registry`.
+    pub(crate) metrics: Arc<HttpMetrics>,
+    /// What `/metrics` exports besides the queues: the request metrics, and whatever the
+    /// process registered ([`crate::Server::registry`]).
+    pub(crate) registry: Arc<floodway_metrics::Registry>,
+    /// Turns the broker's statistics into the queue metrics, with each queue's completion
+    /// rate measured between scrapes.
+    pub(crate) queues: floodway_metrics::QueueMetrics,
 }
 
 /// The state handlers extract.
@@ -184,7 +190,8 @@ async fn track(State(app): State<AppState>, request: Request, next: Next) -> Res
         .into_response(),
     };
     let status = response.status().as_u16();
-    app.metrics.count_request(route, method.as_str(), status);
+    app.metrics
+        .record(route, method.as_str(), status, started.elapsed());
     span.in_scope(|| {
         tracing::debug!(
             status,

@@ -33,7 +33,7 @@ pub mod error;
 mod extract;
 pub mod limits;
 mod listen;
-mod metrics;
+pub mod metrics;
 mod routes;
 pub mod wire;
 

@@ -85,3 +85,8 @@ const _: () = {
     assert!(RESERVE_WAIT_MAX_DEFAULT.as_millis() <= core::RESERVE_WAIT_MAX.as_millis());
     assert!(CONNECTIONS_MAX_DEFAULT <= CONNECTIONS_MAX_MAX);
 };
+
+/// Most series the server's request metrics hold (counts by route, method and status, and
+/// durations by route and method, together). Routes come from the router and methods are
+/// folded to a fixed set, so real servers stay far below; past it new series are not counted.
+pub const HTTP_SERIES_MAX: usize = 4096;

@@ -27,9 +27,9 @@ use tokio_rustls::rustls;
 
 use crate::app::{self, App};
 use crate::auth::Auth;
-use crate::config::{ConfigError, ServerConfig, TlsConfig};
+use crate::config::{ConfigError, Limits, ServerConfig, TlsConfig};
 use crate::limits;
-use crate::metrics::Metrics;
+use crate::metrics::HttpMetrics;
 
 /// The HTTP API over a broker, configured and ready to bind.
 ///
@@ -49,6 +49,7 @@ pub struct Server {
     config: ServerConfig,
     router: Router,
     tls: Option<TlsAcceptor>,
+    registry: Arc<floodway_metrics::Registry>,
 }
 
 impl Server {
@@ -57,18 +58,33 @@ impl Server {
     pub fn new<B: Broker>(broker: Arc<B>, config: ServerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let tls = config.tls.as_ref().map(load_tls).transpose()?;
+        let metrics = Arc::new(HttpMetrics::default());
+        let registry = Arc::new(floodway_metrics::Registry::new());
+        registry
+            .register(metrics.clone())
+            .expect("a new registry has room");
         let app = Arc::new(App {
             broker,
             auth: Auth::new(&config),
             limits: config.limits.clone(),
-            metrics: Metrics::default(),
+            metrics,
+            registry: registry.clone(),
+            queues: floodway_metrics::QueueMetrics::new(),
         });
         let router = app::router(app, &config);
         Ok(Server {
             config,
             router,
             tls,
+            registry,
         })
+    }
+
+    /// The registry `/metrics` exports (with the queues the caller may administer): it
+    /// holds the server's request metrics; register a process's workers or producers in it
+    /// to export them on the same endpoint.
+    pub fn registry(&self) -> Arc<floodway_metrics::Registry> {
+        self.registry.clone()
     }
 
     /// Binds the listening socket. With port 0 in `listen`, the system picks a free port:
@@ -113,62 +129,80 @@ impl Listening {
         let Listening {
             listener, server, ..
         } = self;
-        let limits = &server.config.limits;
-        let permits = Arc::new(Semaphore::new(limits.connections_max));
-        let graceful = GracefulShutdown::new();
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_header_size(limits::HEADER_BYTES_MAX)
-            .keep_alive(true);
-        tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                permit = permits.clone().acquire_owned() => {
-                    permit.expect("the connection semaphore is never closed")
-                }
-            };
-            let stream = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => stream,
-                    Err(error) => {
-                        // Out of file descriptors, say. The error is the machine's, not the
-                        // client's: pause briefly so the loop does not spin on it.
-                        tracing::warn!(%error, "accepting a connection failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let connection = Connection {
-                http: http.clone(),
-                service: TowerToHyperService::new(server.router.clone()),
-                watcher: graceful.watcher(),
-            };
-            let tls = server.tls.clone();
-            tokio::spawn(async move {
-                connection.run(stream, tls).await;
-                drop(permit);
-            });
-        }
-        drop(listener);
-        tracing::info!(
-            connections = graceful.count(),
-            "shutting down: letting requests in flight finish"
-        );
-        if tokio::time::timeout(limits::SHUTDOWN_GRACE, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("requests still running after the shutdown grace period were cut off");
-        }
-        Ok(())
+        serve_router(
+            listener,
+            server.router,
+            server.tls,
+            &server.config.limits,
+            shutdown,
+        )
+        .await
     }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes (the accept loop described in
+/// the module docs), with TLS when given an acceptor.
+pub(crate) async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<TlsAcceptor>,
+    limits: &Limits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
+    let permits = Arc::new(Semaphore::new(limits.connections_max));
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits::HEADER_BYTES_MAX)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => {
+                permit.expect("the connection semaphore is never closed")
+            }
+        };
+        let stream = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, say. The error is the machine's, not the
+                    // client's: pause briefly so the loop does not spin on it.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = Connection {
+            http: http.clone(),
+            service: TowerToHyperService::new(router.clone()),
+            watcher: graceful.watcher(),
+        };
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            connection.run(stream, tls).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        connections = graceful.count(),
+        "shutting down: letting requests in flight finish"
+    );
+    if tokio::time::timeout(limits::SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running after the shutdown grace period were cut off");
+    }
+    Ok(())
 }
 
 /// One accepted connection, served to its end.

@@ -1,293 +1,280 @@
-//! `/metrics`: the queues' statistics and the server's request counts in the Prometheus text
-//! format. Every metric name is declared once, here.
+//! Metrics: the server's own (requests by route, method and status, and their durations), the
+//! `/metrics` exposition of `floodway serve`, and the exporter a library user mounts.
 //!
-//! The queue figures are read from the broker (`stats`) when scraped, so they are exactly what
-//! the broker reports, per queue the caller may administer. The exporter is written by hand
-//! (it is a few lines of text); the full set of metrics, with a metrics library, comes with
-//! the observability work.
+//! Every metric is declared in [`floodway_metrics::catalog`]; this module only feeds them.
+//! `floodway serve` answers `/metrics` with its [`Registry`] (the request counters below, and
+//! whatever else the process registered, [`crate::Server::registry`]) and the statistics of
+//! every queue the caller may administer, read from the broker at that moment.
+//!
+//! A library user who runs workers or producers in their own process exposes them with
+//! [`router`] (an axum `Router` to merge into their app, or to serve with [`serve`]), or with
+//! [`Registry::encode`] in any other framework:
+//!
+//! ```no_run
+//! # async fn example(broker: std::sync::Arc<floodway_embedded::EmbeddedBroker>) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use floodway_metrics::{BrokerSource, Registry};
+//!
+//! let registry = Arc::new(Registry::new());
+//! registry.register(Arc::new(BrokerSource::new(broker.clone())))?; // the queues, if wanted
+//! // Worker::builder(broker).metrics(&registry) ... registers the worker when built.
+//! let app = floodway_server::metrics::router(registry.clone())
+//!     .merge(floodway_server::metrics::probes(broker));            // /healthz, /readyz
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:9464").await?;
+//! floodway_server::metrics::serve(listener, app, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use floodway_core::{DeadReason, QueueStats, TaskState};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use floodway_core::Broker;
+use floodway_metrics::catalog::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL, Kind};
+use floodway_metrics::{
+    CONTENT_TYPE, Histogram, MetricsError, Registry, Samples, Source, SourceFuture,
+};
+use tokio::net::TcpListener;
 
-/// Requests answered, by route template, method and status.
-pub(crate) const HTTP_REQUESTS_TOTAL: &str = "floodway_http_requests_total";
-/// Tasks in a queue now, by state.
-pub(crate) const QUEUE_DEPTH: &str = "floodway_queue_depth";
-/// Age of the ready task that has waited longest, in seconds (0 when none is ready).
-pub(crate) const QUEUE_OLDEST_READY_AGE_SECONDS: &str = "floodway_queue_oldest_ready_age_seconds";
-/// 1 while a queue is paused.
-pub(crate) const QUEUE_PAUSED: &str = "floodway_queue_paused";
-/// Tasks accepted by enqueue.
-pub(crate) const TASKS_ENQUEUED_TOTAL: &str = "floodway_tasks_enqueued_total";
-/// Tasks completed.
-pub(crate) const TASKS_COMPLETED_TOTAL: &str = "floodway_tasks_completed_total";
-/// Failed attempts scheduled for retry.
-pub(crate) const TASKS_RETRIED_TOTAL: &str = "floodway_tasks_retried_total";
-/// Tasks moved to the dead letters, by reason.
-pub(crate) const TASKS_DEAD_LETTERED_TOTAL: &str = "floodway_tasks_dead_lettered_total";
-/// Enqueue calls refused because the queue was full.
-pub(crate) const ENQUEUES_REJECTED_FULL_TOTAL: &str = "floodway_enqueues_rejected_full_total";
-/// Enqueue calls refused because the queue was above its high watermark.
-pub(crate) const ENQUEUES_REJECTED_OVERLOADED_TOTAL: &str =
-    "floodway_enqueues_rejected_overloaded_total";
-/// 1 while a queue refuses enqueues between its watermarks (`QueueStats::refusing`).
-pub(crate) const QUEUE_REFUSING: &str = "floodway_queue_refusing";
-/// Reserve calls that returned fewer tasks than asked for while a limit held an eligible task
-/// back, by limit (`rate` or `concurrency`).
-pub(crate) const RESERVES_THROTTLED_TOTAL: &str = "floodway_reserves_throttled_total";
-/// Side-effect results recorded by tasks' handlers.
-pub(crate) const EFFECTS_RECORDED_TOTAL: &str = "floodway_effects_recorded_total";
-/// Leases that expired before their holder finished.
-pub(crate) const LEASES_EXPIRED_TOTAL: &str = "floodway_leases_expired_total";
-/// Lease operations refused for a stale or expired lease.
-pub(crate) const STALE_REFUSED_TOTAL: &str = "floodway_stale_refused_total";
+use crate::error::ApiError;
+use crate::limits;
+use crate::routes::health::Health;
+use crate::wire::ErrorCode;
 
-/// The server's own counters.
+/// The server's request counters and durations, a [`Source`] of its registry.
 #[derive(Debug, Default)]
-pub(crate) struct Metrics {
-    /// Requests by route template, then (method, status). Route templates and methods come
-    /// from the router, so the number of entries is bounded by routes × methods × statuses.
-    /// Keyed by route first so that counting looks up a `&str` and allocates nothing.
-    requests: Mutex<BTreeMap<String, ByStatus>>,
+pub(crate) struct HttpMetrics {
+    /// Requests by route template; at most [`limits::HTTP_SERIES_MAX`] series in all. Route
+    /// templates come from the router and methods are folded to a fixed set, so the series
+    /// are bounded by routes × methods × statuses. Keyed by route first so that counting
+    /// looks up a `&str` and allocates nothing.
+    routes: Mutex<Routes>,
 }
 
-/// Requests of one route, by (method, status).
-type ByStatus = BTreeMap<(String, u16), u64>;
+#[derive(Debug, Default)]
+struct Routes {
+    by_route: BTreeMap<String, RouteMetrics>,
+    /// Series held, counts and histograms together.
+    series: usize,
+}
 
-impl Metrics {
-    /// Counts one answered request.
-    pub(crate) fn count_request(&self, route: &str, method: &str, status: u16) {
-        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        let by_status = match requests.get_mut(route) {
-            Some(by_status) => by_status,
-            None => requests.entry(route.to_owned()).or_default(),
+/// One route's requests by (method, status), and durations by method.
+#[derive(Debug, Default)]
+struct RouteMetrics {
+    counts: BTreeMap<(&'static str, u16), u64>,
+    durations: BTreeMap<&'static str, Histogram>,
+}
+
+/// The methods counted by name; any other is counted as `other`, so a client cannot add
+/// series by inventing methods.
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
+fn duration_bounds() -> &'static [f64] {
+    match HTTP_REQUEST_DURATION_SECONDS.kind {
+        Kind::Histogram(bounds) => bounds,
+        _ => unreachable!("the request duration is a histogram"),
+    }
+}
+
+impl HttpMetrics {
+    /// Counts one answered request and how long it took.
+    pub(crate) fn record(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let method = method_label(method);
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let Routes { by_route, series } = &mut *routes;
+        let metrics = match by_route.get_mut(route) {
+            Some(metrics) => metrics,
+            None if *series < limits::HTTP_SERIES_MAX => {
+                by_route.entry(route.to_owned()).or_default()
+            }
+            None => return,
         };
-        let count = by_status
-            .iter_mut()
-            .find(|((m, s), _)| m == method && *s == status)
-            .map(|(_, count)| count);
-        match count {
+        match metrics.counts.get_mut(&(method, status)) {
             Some(count) => *count += 1,
-            None => {
-                by_status.insert((method.to_owned(), status), 1);
+            None if *series < limits::HTTP_SERIES_MAX => {
+                metrics.counts.insert((method, status), 1);
+                *series += 1;
             }
+            None => {}
         }
-    }
-
-    /// The exposition: the request counts and `stats` of the queues shown.
-    pub(crate) fn render(&self, stats: &[QueueStats]) -> String {
-        let mut out = String::with_capacity(4096);
-        header(
-            &mut out,
-            HTTP_REQUESTS_TOTAL,
-            "counter",
-            "HTTP requests answered, by route, method and status.",
-        );
-        for (route, by_status) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            for ((method, status), count) in by_status {
-                let _ = writeln!(
-                    out,
-                    "{HTTP_REQUESTS_TOTAL}{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {count}"
-                );
+        match metrics.durations.get(method) {
+            Some(histogram) => histogram.observe(elapsed),
+            None if *series < limits::HTTP_SERIES_MAX => {
+                let histogram = Histogram::new(duration_bounds());
+                histogram.observe(elapsed);
+                metrics.durations.insert(method, histogram);
+                *series += 1;
             }
+            None => {}
         }
-        header(
-            &mut out,
-            QUEUE_DEPTH,
-            "gauge",
-            "Tasks in a queue now, by state.",
-        );
-        for s in stats {
-            for state in TaskState::ALL {
-                let _ = writeln!(
-                    out,
-                    "{QUEUE_DEPTH}{{queue=\"{}\",state=\"{state}\"}} {}",
-                    s.queue,
-                    s.counts.get(state)
-                );
-            }
-        }
-        header(
-            &mut out,
-            QUEUE_OLDEST_READY_AGE_SECONDS,
-            "gauge",
-            "Seconds the longest-waiting ready task has waited (0 when none is ready).",
-        );
-        for s in stats {
-            let age = s.oldest_ready_age.map_or(0.0, |age| age.as_secs_f64());
-            let _ = writeln!(
-                out,
-                "{QUEUE_OLDEST_READY_AGE_SECONDS}{{queue=\"{}\"}} {age}",
-                s.queue
-            );
-        }
-        header(
-            &mut out,
-            QUEUE_PAUSED,
-            "gauge",
-            "1 while the queue is paused.",
-        );
-        for s in stats {
-            let _ = writeln!(
-                out,
-                "{QUEUE_PAUSED}{{queue=\"{}\"}} {}",
-                s.queue,
-                u8::from(s.config.paused)
-            );
-        }
-        header(
-            &mut out,
-            QUEUE_REFUSING,
-            "gauge",
-            "1 while the queue refuses enqueues: above its high watermark, or not yet back at its low one.",
-        );
-        for s in stats {
-            let _ = writeln!(
-                out,
-                "{QUEUE_REFUSING}{{queue=\"{}\"}} {}",
-                s.queue,
-                u8::from(s.refusing)
-            );
-        }
-        let totals: [(&str, &str, TotalOf); 8] = [
-            (TASKS_ENQUEUED_TOTAL, "Tasks accepted by enqueue.", |s| {
-                s.totals.enqueued
-            }),
-            (TASKS_COMPLETED_TOTAL, "Tasks completed.", |s| {
-                s.totals.completed
-            }),
-            (
-                TASKS_RETRIED_TOTAL,
-                "Failed attempts scheduled for retry.",
-                |s| s.totals.retried,
-            ),
-            (
-                ENQUEUES_REJECTED_FULL_TOTAL,
-                "Enqueue calls refused because the queue was full.",
-                |s| s.totals.rejected_full,
-            ),
-            (
-                ENQUEUES_REJECTED_OVERLOADED_TOTAL,
-                "Enqueue calls refused because the queue was above its high watermark.",
-                |s| s.totals.rejected_overloaded,
-            ),
-            (
-                EFFECTS_RECORDED_TOTAL,
-                "Side-effect results recorded by tasks' handlers.",
-                |s| s.totals.effects_recorded,
-            ),
-            (
-                LEASES_EXPIRED_TOTAL,
-                "Leases that expired before their holder finished.",
-                |s| s.totals.leases_expired,
-            ),
-            (
-                STALE_REFUSED_TOTAL,
-                "Lease operations refused for a stale or expired lease.",
-                |s| s.totals.stale_refused,
-            ),
-        ];
-        for (name, help, value) in totals {
-            header(&mut out, name, "counter", help);
-            for s in stats {
-                let _ = writeln!(out, "{name}{{queue=\"{}\"}} {}", s.queue, value(s));
-            }
-        }
-        header(
-            &mut out,
-            RESERVES_THROTTLED_TOTAL,
-            "counter",
-            "Reserve calls that returned fewer tasks than asked for while a rate or concurrency limit held an eligible task back, by limit.",
-        );
-        for s in stats {
-            for (limit, count) in [
-                ("rate", s.totals.throttled_rate),
-                ("concurrency", s.totals.throttled_concurrency),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "{RESERVES_THROTTLED_TOTAL}{{queue=\"{}\",limit=\"{limit}\"}} {count}",
-                    s.queue
-                );
-            }
-        }
-        header(
-            &mut out,
-            TASKS_DEAD_LETTERED_TOTAL,
-            "counter",
-            "Tasks moved to the dead letters, by reason.",
-        );
-        for s in stats {
-            for reason in DeadReason::ALL {
-                let _ = writeln!(
-                    out,
-                    "{TASKS_DEAD_LETTERED_TOTAL}{{queue=\"{}\",reason=\"{reason}\"}} {}",
-                    s.queue,
-                    s.totals.dead.get(reason)
-                );
-            }
-        }
-        out
     }
 }
 
-/// Reads one running total of a queue.
-type TotalOf = fn(&QueueStats) -> u64;
+impl HttpMetrics {
+    /// Adds the counts and durations so far.
+    fn add_to(&self, samples: &mut Samples) {
+        let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        for (route, metrics) in &routes.by_route {
+            for ((method, status), count) in &metrics.counts {
+                let status = status.to_string();
+                samples.counter(&HTTP_REQUESTS_TOTAL, &[route, method, &status], *count);
+            }
+            for (method, histogram) in &metrics.durations {
+                samples.histogram(
+                    &HTTP_REQUEST_DURATION_SECONDS,
+                    &[route, method],
+                    histogram.snapshot(),
+                );
+            }
+        }
+    }
+}
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+impl Source for HttpMetrics {
+    fn collect<'a>(&'a self, samples: &'a mut Samples) -> SourceFuture<'a> {
+        self.add_to(samples);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+impl From<MetricsError> for ApiError {
+    fn from(error: MetricsError) -> Self {
+        let code = if error.is_retryable() {
+            ErrorCode::Unavailable
+        } else {
+            ErrorCode::Internal
+        };
+        ApiError::new(code, error.to_string())
+    }
+}
+
+/// The exposition as a response.
+pub(crate) fn exposition(text: String) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],
+        text,
+    )
+        .into_response()
+}
+
+/// A router with `GET /metrics`: the exposition of `registry`, encoded at each scrape
+/// (503 with a JSON error when a source fails). It has no authentication of its own: merge
+/// it into an app behind the auth it needs, or serve it on a port only Prometheus reaches.
+pub fn router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(registry)
+}
+
+async fn scrape(State(registry): State<Arc<Registry>>) -> Result<Response, ApiError> {
+    Ok(exposition(registry.encode().await?))
+}
+
+/// A router with the probes of a process that uses `broker`: `GET /healthz` answers 200
+/// while the process serves HTTP, `GET /readyz` 200 while the broker answers
+/// (`Broker::ping`) and 503 otherwise. For worker pods; `floodway serve` has its own.
+pub fn probes<B: Broker + 'static>(broker: Arc<B>) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async {
+                axum::Json(Health {
+                    status: "ok".to_owned(),
+                })
+            }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let broker = broker.clone();
+                async move {
+                    match broker.ping().await {
+                        Ok(()) => (
+                            StatusCode::OK,
+                            axum::Json(Health {
+                                status: "ready".to_owned(),
+                            }),
+                        )
+                            .into_response(),
+                        Err(error) => ApiError::from(error).into_response(),
+                    }
+                }
+            }),
+        )
+}
+
+/// Serves `router` on `listener` (plain HTTP) until `shutdown` completes, with the server's
+/// default connection limit and header timeout: for a worker's metrics and probes.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    crate::listen::serve_router(
+        listener,
+        router,
+        None,
+        &crate::config::Limits::default(),
+        shutdown,
+    )
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use floodway_core::{QueueConfig, QueueName, QueueTotals, StateCounts};
+    use floodway_metrics::encode;
+
+    fn scrape(metrics: &HttpMetrics) -> String {
+        let mut samples = Samples::new();
+        metrics.add_to(&mut samples);
+        encode(&samples)
+    }
 
     #[test]
-    fn every_queue_and_request_count_is_exposed() {
-        let metrics = Metrics::default();
-        metrics.count_request("/v1/queues/{queue}/tasks", "POST", 201);
-        metrics.count_request("/v1/queues/{queue}/tasks", "POST", 201);
-        let stats = QueueStats {
-            queue: QueueName::new("orders").unwrap(),
-            config: QueueConfig::default(),
-            counts: StateCounts {
-                ready: 3,
-                ..StateCounts::default()
-            },
-            totals: QueueTotals {
-                enqueued: 7,
-                rejected_overloaded: 2,
-                throttled_rate: 3,
-                throttled_concurrency: 4,
-                effects_recorded: 5,
-                ..QueueTotals::default()
-            },
-            oldest_ready_age: Some(std::time::Duration::from_millis(1500)),
-            refusing: true,
-        };
-        let text = metrics.render(&[stats]);
+    fn requests_are_counted_and_timed_by_route_method_and_status() {
+        let metrics = HttpMetrics::default();
+        let route = "/v1/queues/{queue}/tasks";
+        metrics.record(route, "POST", 201, Duration::from_millis(3));
+        metrics.record(route, "POST", 201, Duration::from_millis(40));
+        metrics.record(route, "BREW", 405, Duration::from_millis(1));
+        let text = scrape(&metrics);
         for line in [
             "floodway_http_requests_total{route=\"/v1/queues/{queue}/tasks\",method=\"POST\",status=\"201\"} 2",
-            "floodway_queue_depth{queue=\"orders\",state=\"ready\"} 3",
-            "floodway_queue_oldest_ready_age_seconds{queue=\"orders\"} 1.5",
-            "floodway_tasks_enqueued_total{queue=\"orders\"} 7",
-            "floodway_tasks_dead_lettered_total{queue=\"orders\",reason=\"expired\"} 0",
-            "floodway_queue_refusing{queue=\"orders\"} 1",
-            "floodway_enqueues_rejected_overloaded_total{queue=\"orders\"} 2",
-            "floodway_reserves_throttled_total{queue=\"orders\",limit=\"rate\"} 3",
-            "floodway_reserves_throttled_total{queue=\"orders\",limit=\"concurrency\"} 4",
-            "floodway_effects_recorded_total{queue=\"orders\"} 5",
+            "floodway_http_requests_total{route=\"/v1/queues/{queue}/tasks\",method=\"other\",status=\"405\"} 1",
+            "floodway_http_request_duration_seconds_bucket{route=\"/v1/queues/{queue}/tasks\",method=\"POST\",le=\"0.005\"} 1",
+            "floodway_http_request_duration_seconds_bucket{route=\"/v1/queues/{queue}/tasks\",method=\"POST\",le=\"0.05\"} 2",
+            "floodway_http_request_duration_seconds_count{route=\"/v1/queues/{queue}/tasks\",method=\"POST\"} 2",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn the_number_of_series_is_bounded() {
+        let metrics = HttpMetrics::default();
+        for i in 0..limits::HTTP_SERIES_MAX {
+            metrics.record(&format!("/r{i}"), "GET", 200, Duration::ZERO);
+        }
+        let routes = metrics.routes.lock().unwrap();
+        assert!(routes.series <= limits::HTTP_SERIES_MAX);
+        assert!(routes.by_route.len() <= limits::HTTP_SERIES_MAX / 2 + 1);
     }
 }

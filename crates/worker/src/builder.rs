@@ -96,6 +96,8 @@ pub struct WorkerBuilder<B> {
     reserve_batch_max: usize,
     name: Option<String>,
     grace_period: Duration,
+    /// Where the worker's metrics are exported, if anywhere.
+    registry: Option<Arc<floodway_metrics::Registry>>,
     /// The first registration error (a kind registered twice), reported by `build`.
     error: Option<WorkerError>,
 }
@@ -116,6 +118,7 @@ impl<B: Broker> WorkerBuilder<B> {
             reserve_batch_max: limits::RESERVE_BATCH_MAX_DEFAULT,
             name: None,
             grace_period: limits::GRACE_PERIOD_DEFAULT,
+            registry: None,
             error: None,
         }
     }
@@ -240,8 +243,8 @@ impl<B: Broker> WorkerBuilder<B> {
         self
     }
 
-    /// The worker's name, recorded on its leases for operators (default: host name and
-    /// process id).
+    /// The worker's name, recorded on its leases for operators and on its metrics (label
+    /// `worker`) (default: host name and process id). Give each worker of a process its own.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
@@ -251,6 +254,15 @@ impl<B: Broker> WorkerBuilder<B> {
     /// them and releases their tasks.
     pub fn grace_period(mut self, grace: Duration) -> Self {
         self.grace_period = grace;
+        self
+    }
+
+    /// Exports the worker's metrics through `registry` (docs/metrics.md: `floodway_worker_*`,
+    /// labelled with the worker's [`name`](WorkerBuilder::name)) for as long as the worker or
+    /// a handle of it lives. Serve the registry with `floodway_server::metrics::router`, or
+    /// with [`floodway_metrics::Registry::encode`] in any framework.
+    pub fn metrics(mut self, registry: Arc<floodway_metrics::Registry>) -> Self {
+        self.registry = Some(registry);
         self
     }
 
@@ -338,7 +350,13 @@ impl<B: Broker> WorkerBuilder<B> {
             name: Arc::from(name),
             grace_period: self.grace_period,
         };
-        Ok(Worker::new(self.broker, settings, handlers, limiters))
+        let worker = Worker::new(self.broker, settings, handlers, limiters);
+        if let Some(registry) = self.registry {
+            worker
+                .register_metrics(&registry)
+                .map_err(|error| WorkerError::invalid("metrics", error.to_string()))?;
+        }
+        Ok(worker)
     }
 }
 

@@ -49,6 +49,7 @@ use floodway_backpressure::AimdLimiter;
 use floodway_core::QueueName;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use crate::metrics::HandlerDurations;
 use crate::stats::{KindActivity, QueueActivity};
 
 /// One queue a worker serves: its limits and its live counts.
@@ -73,15 +74,23 @@ pub(crate) struct QueueCapacity {
     prefetched: AtomicUsize,
     /// Of the prefetched, those waiting for their kind's adaptive limit.
     held_back: AtomicUsize,
+    /// How long this queue's handlers ran, by kind and outcome; supervisors record into it.
+    pub(crate) durations: HandlerDurations,
 }
 
 impl QueueCapacity {
-    pub(crate) fn new(queue: QueueName, concurrency: usize, prefetch: usize) -> Self {
+    pub(crate) fn new(
+        queue: QueueName,
+        concurrency: usize,
+        prefetch: usize,
+        durations: HandlerDurations,
+    ) -> Self {
         assert!(concurrency >= 1, "the builder checks concurrency");
         QueueCapacity {
             queue,
             concurrency,
             prefetch,
+            durations,
             leases: Arc::new(Semaphore::new(concurrency + prefetch)),
             slots: Arc::new(Semaphore::new(concurrency)),
             leased: AtomicUsize::new(0),

@@ -73,8 +73,10 @@
 //! **Visibility.** [`WorkerHandle::stats`] is a cheap snapshot ([`WorkerStats`]) of every
 //! queue (leases held, handlers running, tasks prefetched and held back) and every kind
 //! (running, waiting, adaptive limit, overloads, timeouts, limit cuts);
-//! [`WorkerHandle::report`] counts what happened since the start. A metrics exporter reads
-//! both.
+//! [`WorkerHandle::report`] counts what happened since the start.
+//! [`WorkerBuilder::metrics`] exports the same levels to Prometheus through a
+//! [`floodway_metrics::Registry`], with every handler's duration by queue, kind and outcome
+//! (docs/metrics.md).
 //!
 //! # Side effects that run once
 //!
@@ -137,6 +139,7 @@ mod handler;
 mod heartbeat;
 mod inflight;
 pub mod limits;
+mod metrics;
 mod outcome;
 mod report;
 mod signal;

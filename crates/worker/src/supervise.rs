@@ -25,6 +25,11 @@
 //! | lease lost              | none: the result is discarded               | `lease_lost` |
 //! | shutdown before it started | release, no attempt spent                | `released`   |
 //! | grace period over       | release, no attempt spent                   | `released`   |
+//!
+//! Whenever a handler ran, how long it ran is recorded in its queue's durations
+//! ([`crate::metrics`]) under how it ended: `complete`, `retry`, `fail`, `overloaded` (its
+//! outcome), `panic`, `timeout`, or `cancelled` (stopped because its lease was lost or the
+//! grace period ended). A payload that does not decode runs no handler and records nothing.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -33,12 +38,14 @@ use std::time::Duration;
 use floodway_core::{Broker, RetryDecision};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinError;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::capacity::{Assignment, Gauge, KindGate, KindSlot, LeasePermit, QueueCapacity, Signal};
 use crate::complete::{Action, Settlement};
 use crate::context::TaskContext;
 use crate::handler::{Handler, HandlerFuture};
+use crate::metrics::HandlerOutcome;
 use crate::outcome::Outcome;
 use crate::report::Count;
 use crate::worker::Runtime;
@@ -76,7 +83,8 @@ pub(crate) async fn run<B: Broker>(
                     drop(prefetched.take());
                     let running = queue.running();
                     runtime.counters.announce();
-                    let (action, signal) = execute(&runtime, &ctx, handler, payload, timeout).await;
+                    let (action, signal) =
+                        execute(&runtime, &ctx, &queue, handler, payload, timeout).await;
                     kind_slot.finish(signal, runtime.elapsed());
                     drop((handler_slot, running, assignment));
                     action
@@ -185,6 +193,7 @@ async fn wait_to_start<B>(
 async fn execute<B: Broker>(
     runtime: &Runtime<B>,
     ctx: &TaskContext,
+    queue: &QueueCapacity,
     handler: &Handler,
     payload: Vec<u8>,
     timeout: Option<Duration>,
@@ -198,7 +207,10 @@ async fn execute<B: Broker>(
             };
             (Some(action), Signal::Neutral)
         }
-        Ok(future) => attempt(runtime, ctx, future, timeout.unwrap_or(handler.timeout)).await,
+        Ok(future) => {
+            let timeout = timeout.unwrap_or(handler.timeout);
+            attempt(runtime, ctx, queue, future, timeout).await
+        }
     }
 }
 
@@ -209,11 +221,30 @@ enum Ending {
     TimedOut,
 }
 
+impl Ending {
+    /// The outcome its duration is recorded under. A handler that returned is recorded by
+    /// what it returned, even if its lease was lost meanwhile and the result is discarded.
+    fn outcome(&self) -> HandlerOutcome {
+        match self {
+            Ending::Joined(Ok(Outcome::Complete)) => HandlerOutcome::Complete,
+            Ending::Joined(Ok(Outcome::Retry { .. } | Outcome::RetryAfter { .. })) => {
+                HandlerOutcome::Retry
+            }
+            Ending::Joined(Ok(Outcome::Fail { .. })) => HandlerOutcome::Fail,
+            Ending::Joined(Ok(Outcome::Overloaded { .. })) => HandlerOutcome::Overloaded,
+            Ending::Joined(Err(error)) if error.is_panic() => HandlerOutcome::Panic,
+            Ending::Joined(Err(_)) | Ending::Cancelled => HandlerOutcome::Cancelled,
+            Ending::TimedOut => HandlerOutcome::Timeout,
+        }
+    }
+}
+
 /// Runs the handler under its timeout and cancellation. `None` means the lease was lost and
 /// nothing must be settled.
 async fn attempt<B: Broker>(
     runtime: &Runtime<B>,
     ctx: &TaskContext,
+    queue: &QueueCapacity,
     future: HandlerFuture,
     timeout: Duration,
 ) -> (Option<Action>, Signal) {
@@ -223,6 +254,7 @@ async fn attempt<B: Broker>(
         kind = ctx.kind(),
         attempt = ctx.attempt()
     );
+    let started = Instant::now();
     let mut handler = tokio::spawn(future.instrument(span));
     let ending = tokio::select! {
         biased;
@@ -230,6 +262,9 @@ async fn attempt<B: Broker>(
         () = ctx.cancellation().cancelled() => Ending::Cancelled,
         () = tokio::time::sleep(timeout) => Ending::TimedOut,
     };
+    queue
+        .durations
+        .record(ctx.kind(), ending.outcome(), started.elapsed());
     if !matches!(ending, Ending::Joined(_)) {
         ctx.cancel();
         handler.abort();

@@ -36,6 +36,7 @@ use crate::handler::Handler;
 use crate::heartbeat::{Heartbeat, HeartbeatRequest};
 use crate::inflight::Inflight;
 use crate::limits;
+use crate::metrics::{HandlerDurations, WorkerMetrics};
 use crate::report::{Counters, WorkerReport};
 use crate::stats::WorkerStats;
 
@@ -75,6 +76,9 @@ struct Shared {
     queues: Vec<Arc<QueueCapacity>>,
     /// Each kind's adaptive limit and live counts.
     kinds: Arc<Kinds>,
+    /// The worker as a metrics source; a registry holds it weakly, so it is exported while
+    /// the worker or a handle lives.
+    metrics: Arc<WorkerMetrics>,
 }
 
 /// A handle on a worker, to watch its counts, trigger heartbeats, or shut it down from
@@ -193,7 +197,7 @@ impl<B: Broker> Worker<B> {
     ) -> Self {
         let (heartbeat, heartbeat_requests) = mpsc::channel(limits::HEARTBEAT_REQUESTS_MAX);
         let counters = Arc::new(Counters::default());
-        let queues = settings
+        let queues: Vec<Arc<QueueCapacity>> = settings
             .queues
             .iter()
             .map(|served| {
@@ -201,10 +205,16 @@ impl<B: Broker> Worker<B> {
                     served.queue.clone(),
                     served.concurrency,
                     served.prefetch,
+                    HandlerDurations::new(handlers.keys()),
                 ))
             })
             .collect();
         let kinds = Arc::new(Kinds::new(handlers.keys().cloned(), limiters));
+        let metrics = Arc::new(WorkerMetrics {
+            name: settings.name.clone(),
+            queues: queues.clone(),
+            kinds: kinds.clone(),
+        });
         Worker {
             broker,
             settings: Arc::new(settings),
@@ -215,6 +225,7 @@ impl<B: Broker> Worker<B> {
                 heartbeat,
                 queues,
                 kinds,
+                metrics,
             }),
             heartbeat_requests,
             stopped: StopGuard(counters),
@@ -231,6 +242,15 @@ impl<B: Broker> Worker<B> {
     /// The worker's name, as recorded on its leases.
     pub fn name(&self) -> &str {
         &self.settings.name
+    }
+
+    /// Exports the worker's metrics through `registry` for as long as the worker or a handle
+    /// of it lives.
+    pub(crate) fn register_metrics(
+        &self,
+        registry: &floodway_metrics::Registry,
+    ) -> Result<(), floodway_metrics::MetricsError> {
+        registry.register_weak(&self.shared.metrics)
     }
 
     /// Serves the queues until `shutdown` completes (or a handle calls

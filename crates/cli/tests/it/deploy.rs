@@ -6,10 +6,8 @@
 //! every metric the autoscalers query is declared in the code; and the time a supervisor gives a
 //! process to stop covers its shutdown.
 //!
-//! Metric names are read from `crates/metrics` when that crate exists, else from
-//! `crates/server/src/metrics.rs`. Until `crates/metrics` exists, names of the metrics contract
-//! that are not yet declared ([`METRICS_NOT_YET_DECLARED`]) and a worker without `--listen` are
-//! reported, not failed; once it does, every check is strict.
+//! Metric names are read from the string literals of `crates/metrics`, where every metric
+//! floodway exports is declared.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -23,13 +21,6 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::serving::{Serving, terminate};
 use crate::{BIN, Floodway};
-
-/// Metric names of the contract that the `metrics` work adds (crates/metrics). While that crate
-/// does not exist, an autoscaler may query them and the check only reports it.
-const METRICS_NOT_YET_DECLARED: &[&str] = &[
-    "floodway_queue_backlog_seconds",
-    "floodway_queue_completions_per_second",
-];
 
 /// What a worker needs beyond its grace period to stop: the reserve call in flight ends (at
 /// most `POLL_WAIT_DEFAULT`), then the remaining tasks are released and every pending ack,
@@ -327,18 +318,6 @@ fn help(args: &[&str]) -> String {
     accepts(&args).unwrap()
 }
 
-/// Whether this build's worker can serve its probes (`floodway worker --listen`). Once the
-/// metrics work has landed (crates/metrics exists), it must.
-fn worker_listens() -> bool {
-    let listens = help(&["worker"]).contains("--listen");
-    assert!(
-        listens || !root().join("crates/metrics").is_dir(),
-        "crates/metrics exists but `floodway worker` has no --listen: the manifests' worker \
-         probes and metrics port need it"
-    );
-    listens
-}
-
 /// The variables `floodway` reads, as its `--help` names them (`[env: NAME`).
 fn documented_variables() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
@@ -414,7 +393,6 @@ fn every_deployment_file_parses_and_the_kustomizations_list_existing_files() {
 
 #[test]
 fn every_flag_and_variable_in_the_deployment_files_is_one_floodway_accepts() {
-    let listens = worker_listens();
     let mut commands: Vec<(String, Vec<String>)> = containers()
         .into_iter()
         .map(|c| (format!("Deployment {}", c.deployment), c.args))
@@ -427,14 +405,7 @@ fn every_flag_and_variable_in_the_deployment_files_is_one_floodway_accepts() {
     }
     commands.push(("Dockerfile CMD".into(), dockerfile_exec_form("CMD")));
     assert_eq!(dockerfile_exec_form("ENTRYPOINT"), ["floodway"]);
-    for (place, mut args) in commands {
-        if !listens && let Some(i) = args.iter().position(|a| a == "--listen") {
-            eprintln!(
-                "NOTE {place}: `floodway worker --listen` is not in this build yet (the metrics \
-                 work adds it); checking the other flags"
-            );
-            args.drain(i..i + 2);
-        }
+    for (place, args) in commands {
         if let Err(error) = accepts(&args) {
             panic!("{place}: `floodway {}` is refused: {error}", args.join(" "));
         }
@@ -516,22 +487,17 @@ fn stopping_takes_less_than_the_supervisor_allows() {
     );
 }
 
-/// Names of metrics the code declares, and where they were read.
-fn declared_metrics() -> (BTreeSet<String>, PathBuf, bool) {
-    let metrics_crate = root().join("crates/metrics/src");
-    let (files, strict) = if metrics_crate.is_dir() {
-        let files = std::fs::read_dir(&metrics_crate)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "rs"))
-            .collect();
-        (files, true)
-    } else {
-        (vec![root().join("crates/server/src/metrics.rs")], false)
-    };
+/// Names of metrics the code declares (string literals of `crates/metrics`), and where they
+/// were read.
+fn declared_metrics() -> (BTreeSet<String>, PathBuf) {
+    let source = root().join("crates/metrics/src");
     let mut names = BTreeSet::new();
-    for file in &files {
-        for literal in read(file).split('"').skip(1).step_by(2) {
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let file = entry.unwrap().path();
+        if file.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        for literal in read(&file).split('"').skip(1).step_by(2) {
             if literal.starts_with("floodway_")
                 && literal
                     .chars()
@@ -541,12 +507,7 @@ fn declared_metrics() -> (BTreeSet<String>, PathBuf, bool) {
             }
         }
     }
-    let source = if strict {
-        metrics_crate
-    } else {
-        files[0].clone()
-    };
-    (names, source, strict)
+    (names, source)
 }
 
 /// The `floodway_*` names in `text`.
@@ -582,7 +543,7 @@ fn queried_metrics() -> BTreeSet<(PathBuf, String)> {
 
 #[test]
 fn autoscalers_query_only_metrics_the_code_declares() {
-    let (declared, source, strict) = declared_metrics();
+    let (declared, source) = declared_metrics();
     assert!(declared.contains("floodway_queue_depth"), "{declared:?}");
     let queried = queried_metrics();
     let names: BTreeSet<&str> = queried.iter().map(|(_, n)| n.as_str()).collect();
@@ -597,15 +558,6 @@ fn autoscalers_query_only_metrics_the_code_declares() {
             .filter(|b| declared.contains(*b))
             .unwrap_or(name);
         if declared.contains(base) {
-            continue;
-        }
-        if !strict && METRICS_NOT_YET_DECLARED.contains(&base) {
-            eprintln!(
-                "NOTE {}: {name} is not declared in {} yet (the metrics work declares it in \
-                 crates/metrics; this check turns strict once that crate exists)",
-                file.display(),
-                source.display()
-            );
             continue;
         }
         panic!(
@@ -950,13 +902,11 @@ fn the_manifests_start_a_server_and_a_worker_that_answer_their_probes() {
     let metrics_token = &secret[&text(&endpoint["authorization"]["credentials"]["key"])];
     let (status, metrics) = http(&serving.url, "GET", &metrics_path, Some(metrics_token), "");
     assert_eq!(status, 200, "Prometheus' token may not scrape: {metrics}");
-    let strict = declared_metrics().2;
     for (file, name) in queried_metrics() {
         // The queues the test enqueued into exist now, so their series are there.
         if !metrics.contains(&format!("{name}{{")) && !metrics.contains(&format!("# TYPE {name} "))
         {
-            assert!(
-                !strict && METRICS_NOT_YET_DECLARED.contains(&name.as_str()),
+            panic!(
                 "{} queries {name}, which /metrics does not serve",
                 file.display()
             );
@@ -965,27 +915,21 @@ fn the_manifests_start_a_server_and_a_worker_that_answer_their_probes() {
 
     // The worker: its args and environment, pointed at this server.
     let mut args: Vec<String> = worker.args.clone();
-    let listens = worker_listens();
     let probe_url = if let Some(i) = args.iter().position(|a| a == "--listen") {
         assert_eq!(
             port_of(&args[i + 1]),
             worker.ports["metrics"],
             "--listen and the metrics port"
         );
-        if listens {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            args[i + 1] = format!("127.0.0.1:{port}");
-            Some(format!("http://127.0.0.1:{port}"))
-        } else {
-            args.drain(i..i + 2);
-            None
-        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        args[i + 1] = format!("127.0.0.1:{port}");
+        format!("http://127.0.0.1:{port}")
     } else {
-        None
+        panic!("the worker Deployment has no --listen: its probes and metrics port need it");
     };
     let mut command = floodway.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
     for (name, value) in &worker.env {
@@ -1022,21 +966,12 @@ fn the_manifests_start_a_server_and_a_worker_that_answer_their_probes() {
             break;
         }
     }
-    match probe_url {
-        Some(url) => {
-            for (probe, path, port) in &worker.probes {
-                assert_eq!(*port, worker.ports["metrics"], "{probe} asks another port");
-                assert!(
-                    answers_ok(&url, path, Duration::from_secs(20)),
-                    "the worker's {probe} {path} never answered 200"
-                );
-            }
-        }
-        None => eprintln!(
-            "NOTE the worker's probes ({:?}) are not checked: this build's worker has no \
-             --listen yet (the metrics work adds it)",
-            worker.probes
-        ),
+    for (probe, path, port) in &worker.probes {
+        assert_eq!(*port, worker.ports["metrics"], "{probe} asks another port");
+        assert!(
+            answers_ok(&probe_url, path, Duration::from_secs(20)),
+            "the worker's {probe} {path} never answered 200"
+        );
     }
     terminate(&child.0);
     let status = child.0.wait().unwrap();

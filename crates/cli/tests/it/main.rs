@@ -15,6 +15,7 @@ mod serve;
 mod serve_redis;
 mod serving;
 mod watch;
+mod worker_metrics;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -104,6 +104,22 @@ async fn the_breaker_opens_on_a_dead_server_fails_fast_and_closes_when_it_is_bac
         deadline: Duration::from_millis(100),
     };
     let (producer, mut events) = producer(&format!("http://{address}"), config);
+    let registry = floodway_metrics::Registry::new();
+    let producer = producer.metrics(&registry, "orders-api").unwrap();
+    let breaker_gauges = async || {
+        let text = registry.encode().await.unwrap();
+        ["closed", "open", "half_open"].map(|state| {
+            let series = format!(
+                "floodway_producer_breaker_state{{producer=\"orders-api\",state=\"{state}\"}} "
+            );
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&series))
+                .expect(&series);
+            line[series.len()..].to_owned()
+        })
+    };
+    assert_eq!(breaker_gauges().await, ["1", "0", "0"]);
     let queue = QueueName::new("q").unwrap();
 
     let error = producer
@@ -112,6 +128,11 @@ async fn the_breaker_opens_on_a_dead_server_fails_fast_and_closes_when_it_is_bac
         .unwrap_err();
     assert!(matches!(error, ClientError::BreakerOpen(_)), "{error:?}");
     assert_eq!(producer.breaker_state(), BreakerState::Open);
+    assert_eq!(
+        breaker_gauges().await,
+        ["0", "1", "0"],
+        "the metric follows the breaker"
+    );
     let mut failures = 0;
     while let Ok(event) = events.try_recv() {
         match event {
@@ -142,6 +163,12 @@ async fn the_breaker_opens_on_a_dead_server_fails_fast_and_closes_when_it_is_bac
         .await
         .expect("the probe goes through and succeeds");
     assert_eq!(producer.breaker_state(), BreakerState::Closed);
+    assert_eq!(breaker_gauges().await, ["1", "0", "0"]);
+    drop(producer);
+    assert!(
+        registry.is_empty(),
+        "a dropped producer leaves the registry"
+    );
     assert_eq!(
         server.broker.stats(Some(&queue)).await.unwrap()[0]
             .totals

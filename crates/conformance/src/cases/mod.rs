@@ -30,8 +30,8 @@ pub mod watermarks;
 use std::time::Duration;
 
 use floodway_core::{
-    Broker, Clock, Enqueued, Jitter, NewTask, QueueConfig, QueueName, QueueStats, Reservation,
-    ReserveRequest, RetryPolicy, Task, TaskFilter, TaskId, Timestamp, limits,
+    Broker, Clock, Enqueued, Jitter, LatencyHistogram, NewTask, QueueConfig, QueueName, QueueStats,
+    Reservation, ReserveRequest, RetryPolicy, Task, TaskFilter, TaskId, Timestamp, limits,
 };
 
 use crate::Harness;
@@ -219,6 +219,23 @@ impl Snapshot {
             stats.totals.rejected_full = 0;
             stats.totals.rejected_overloaded = 0;
             stats.refusing = false;
+        }
+        self
+    }
+}
+
+impl Snapshot {
+    /// The same snapshot with each queue's start latencies emptied where `after` (taken
+    /// after a restart) has them empty, as the rules let a broker start them.
+    pub(crate) fn with_start_latency_as_restarted(mut self, after: &Snapshot) -> Self {
+        for stats in &mut self.stats {
+            let emptied = after
+                .stats
+                .iter()
+                .any(|a| a.queue == stats.queue && a.start_latency == LatencyHistogram::default());
+            if emptied {
+                stats.start_latency = LatencyHistogram::default();
+            }
         }
         self
     }

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use floodway_core::{
-    Broker, DeadCounts, Failure, OverflowPolicy, QueueConfig, QueueName, QueueTotals, Refusal,
-    RetryDecision, StateCounts, TaskState,
+    Broker, DeadCounts, Failure, LATENCY_BUCKETS, LatencyHistogram, OverflowPolicy, QueueConfig,
+    QueueName, QueueTotals, Refusal, RetryDecision, StateCounts, TaskId, TaskState,
 };
 
 use super::leases::failure;
@@ -195,6 +195,55 @@ pub async fn oldest_ready_age_is_the_wait_of_the_longest_waiting_ready_task<H: H
     );
     reserve_one(h, &q).await;
     assert_eq!(stats(h, &q).await.oldest_ready_age, None);
+}
+
+/// Reserve records how long each task it hands out waited since it became due (its enqueue,
+/// or its run-at for a delayed task), on the broker's clock, in the queue's start latencies.
+pub async fn start_latency_counts_the_wait_from_due_to_reservation<H: Harness>(h: &mut H) {
+    let q = queue("latency");
+    configure(h, &q, QueueConfig::default()).await;
+    assert_eq!(
+        stats(h, &q).await.start_latency,
+        LatencyHistogram::default()
+    );
+    // Each task is acked at once, so no lease expires while the clock moves.
+    let reserve_and_ack = async |expected: TaskId| {
+        let r = reserve_one(h, &q).await;
+        assert_eq!(r.task.id, expected);
+        h.broker().ack(&[r.lease.as_ref()]).await.unwrap();
+    };
+    // Reserved 3 s after its enqueue.
+    let waited = enqueue_one(h, &q, task("waited")).await;
+    h.clock().advance(Duration::from_secs(3));
+    reserve_and_ack(waited).await;
+    // Due 60 s after its enqueue, reserved 700 ms after that: the wait counts from the run-at.
+    let delayed = enqueue_one(h, &q, task("delayed").delay(Duration::from_secs(60))).await;
+    h.clock().advance(Duration::from_millis(60_700));
+    reserve_and_ack(delayed).await;
+    // Reserved as it arrives.
+    let at_once = enqueue_one(h, &q, task("at_once")).await;
+    reserve_and_ack(at_once).await;
+
+    let latency = stats(h, &q).await.start_latency;
+    let mut expected = [0; LATENCY_BUCKETS];
+    expected[LatencyHistogram::bucket(Duration::from_secs(3))] += 1;
+    expected[LatencyHistogram::bucket(Duration::from_millis(700))] += 1;
+    expected[LatencyHistogram::bucket(Duration::ZERO)] += 1;
+    assert_eq!(
+        (latency.counts, latency.sum),
+        (expected, Duration::from_millis(3_700)),
+        "3 s in the bucket up to 5 s, 700 ms in the one up to 1 s, 0 in the first"
+    );
+    assert_eq!(
+        (
+            LatencyHistogram::bucket(Duration::from_secs(3)),
+            LatencyHistogram::bucket(Duration::from_millis(700))
+        ),
+        (10, 8)
+    );
+    let all = h.broker().stats(None).await.unwrap();
+    let listed = all.iter().find(|s| s.queue == q).expect("listed");
+    assert_eq!(listed.start_latency, latency);
 }
 
 /// A ready task held back by its partition's head is still ready, so it counts in the oldest

@@ -7,7 +7,9 @@
 //! reserve, ack / fail / extend / release of a held lease (the current one, an old one or a
 //! forged one), cancel, replay, purge, pause, resume, moving the clock, promote, reap and
 //! restart. After each operation the results must be equal, then every task (state, attempt,
-//! fence, run-at, priority, dead reason, lease expiry and the rest) and the queue's statistics.
+//! fence, run-at, priority, dead reason, lease expiry and the rest) and the queue's statistics
+//! (start latencies included; after a restart that emptied the broker's, the model's are
+//! emptied too, as the rules allow).
 //!
 //! Priorities and partition keys vary only when the broker declares those capabilities, and a
 //! restart step does nothing when the harness cannot restart. A reserve on a paused queue is
@@ -23,9 +25,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use floodway_core::{
-    Broker, BrokerError, Capabilities, Clock, DeadReason, DeadSelector, Failure, Jitter, LeaseRef,
-    NewTask, OverflowPolicy, QueueConfig, QueueName, ReserveRequest, RetryDecision, RetryPolicy,
-    Task, TaskFilter, TaskId, TaskState, Timestamp, limits, task::PRIORITY_DEFAULT,
+    Broker, BrokerError, Capabilities, Clock, DeadReason, DeadSelector, Failure, Jitter,
+    LatencyHistogram, LeaseRef, NewTask, OverflowPolicy, QueueConfig, QueueName, ReserveRequest,
+    RetryDecision, RetryPolicy, Task, TaskFilter, TaskId, TaskState, Timestamp, limits,
+    task::PRIORITY_DEFAULT,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
@@ -650,6 +653,16 @@ impl<'h, H: Harness> Run<'h, H> {
                 if self.harness.can_restart() {
                     self.harness.restart().await;
                     self.restarts += 1;
+                    // A broker may start its start latencies empty after a restart; the model
+                    // follows when it did.
+                    let stats = ok(
+                        self.broker().stats(Some(&self.queue)).await,
+                        &self.at,
+                        "stats",
+                    )?;
+                    if stats[0].start_latency == LatencyHistogram::default() {
+                        self.model.forget_start_latency(&self.queue);
+                    }
                 }
             }
         }

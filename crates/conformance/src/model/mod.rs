@@ -22,9 +22,9 @@ use floodway_core::broker::{validate_batch, validate_lease_duration};
 use floodway_core::task::truncate_error;
 use floodway_core::{
     BrokerError, DeadReason, DeadSelector, EffectRecord, Enqueued, Event, FailOutcome, Failure,
-    Fence, Lease, LeaseRef, LeaseResults, NewTask, OverflowPolicy, QueueConfig, QueueName,
-    QueueStats, QueueTotals, Refusal, Reservation, ReserveRequest, StateCounts, Task, TaskFilter,
-    TaskId, TaskState, Timestamp, limits, transition,
+    Fence, LatencyHistogram, Lease, LeaseRef, LeaseResults, NewTask, OverflowPolicy, QueueConfig,
+    QueueName, QueueStats, QueueTotals, Refusal, Reservation, ReserveRequest, StateCounts, Task,
+    TaskFilter, TaskId, TaskState, Timestamp, limits, transition,
 };
 
 pub use agreement::model_agrees_with_broker;
@@ -54,6 +54,8 @@ struct QueueRecord {
     key_buckets: HashMap<String, TokenBucket>,
     /// The watermark gate, accepting when the watermarks are (re)configured.
     gate: Option<WatermarkGate>,
+    /// Start latencies of the tasks reserved, `now - run_at` at each reservation.
+    start_latency: LatencyHistogram,
 }
 
 impl QueueRecord {
@@ -65,6 +67,7 @@ impl QueueRecord {
             keys: HashMap::new(),
             bucket: None,
             key_buckets: HashMap::new(),
+            start_latency: LatencyHistogram::default(),
         }
     }
 
@@ -346,9 +349,11 @@ impl Model {
         let eligible = self.apply_limits(&request.queue, eligible, request.max, now);
 
         let mut reservations = Vec::with_capacity(eligible.len());
+        let mut latency = LatencyHistogram::default();
         for i in eligible {
             let record = &mut self.tasks[i];
             let task = &mut record.task;
+            latency.record(now.saturating_since(task.run_at));
             apply(task, Event::Reserve);
             task.attempt += 1;
             task.fence = task.fence.next();
@@ -365,6 +370,9 @@ impl Model {
             });
         }
         self.totals(&request.queue).reserved += reservations.len() as u64;
+        if let Some(record) = self.queues.get_mut(&request.queue) {
+            record.start_latency.merge(&latency);
+        }
         Ok(reservations)
     }
 
@@ -797,6 +805,15 @@ impl Model {
             totals: record.totals,
             oldest_ready_age,
             refusing,
+            start_latency: record.start_latency,
+        }
+    }
+
+    /// Empties a queue's start latencies, as a broker that keeps them in memory does when it
+    /// restarts (the rules allow it); the agreement test calls it after a restart that did.
+    pub fn forget_start_latency(&mut self, queue: &QueueName) {
+        if let Some(record) = self.queues.get_mut(queue) {
+            record.start_latency = LatencyHistogram::default();
         }
     }
 

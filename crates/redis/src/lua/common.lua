@@ -49,6 +49,12 @@ local HDR_LEN = 61
 local F_PK = 1                -- flags: the task has a partition key
 local F_LK = 2                -- flags: a limit key follows the dead-letter entry
 local F_EFF = 4               -- flags: an effects block follows (after the limit key, if any)
+-- Start latency buckets: upper bounds in ms, as floodway_core::LatencyHistogram::BOUNDS (a
+-- unit test in src/scripts.rs checks they agree). The metadata holds the count of bucket i in
+-- 'sl<i>' (1-based; the last, above every bound, is #START_LATENCY_BOUNDS_MS + 1) and the sum
+-- in ms in 'sls'.
+local START_LATENCY_BOUNDS_MS = {1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000,
+  30000, 60000, 300000, 900000, 3600000}
 
 local MARKER, MODE = ARGV[1], ARGV[2]
 local NOW = 0

@@ -5,7 +5,8 @@
 --
 -- Reaps expired leases and promotes due tasks of the shard first, then leases the best ready
 -- tasks that the reservation limits let through: each gets attempt + 1, the next fence and
--- the lease. Fences are scoped by the server's run id: after Redis restarted (and may have
+-- the lease, and its start latency (now - run-at) is counted, per call, in the metadata's
+-- 'sl<bucket>' and 'sls' fields. Fences are scoped by the server's run id: after Redis restarted (and may have
 -- lost acknowledged writes), the first reservation of a task jumps to the next epoch, so a
 -- fence lost with those writes is never issued again.
 --
@@ -211,9 +212,17 @@ if M.paused ~= '1' then
     local worker_w = wstr(worker)
     local floor = epoch * EPOCH_UNIT
     local records, leases, ttl = {}, {}, {}
+    -- Start latencies, gathered per call: one metadata field per bucket touched.
+    local waits, wait_sum = {}, 0
     for i, tid in ipairs(tids) do
       local raw = raws[i]
       local _, _, pr, dr, flags, at, fe, ra, ex, _, fi, cr = struct.unpack(HDR, raw)
+      -- A ready task's run-at is when it became due.
+      local wait = math.max(0, NOW - ra)
+      local b = 1
+      while b <= #START_LATENCY_BOUNDS_MS and wait > START_LATENCY_BOUNDS_MS[b] do b = b + 1 end
+      waits[b] = (waits[b] or 0) + 1
+      wait_sum = wait_sum + wait
       if fe < floor then fe = floor end
       local record = struct.pack(HDR, 1, S_ACTIVE, pr, dr, flags, at + 1, fe + 1, ra, ex, lease_at, fi, cr)
         .. worker_w .. string.sub(raw, after_worker(raw))
@@ -231,6 +240,8 @@ if M.paused ~= '1' then
     bump('n1', -#tids)
     bump('n2', #tids)
     bump('reserved', #tids)
+    for b, n in pairs(waits) do bump('sl' .. b, n) end
+    bump('sls', wait_sum)
     if not (key_rate or kcmax) then
       -- Limit keys' active counts are kept whether or not a per-key limit is configured now,
       -- so that one configured later starts from the truth.

@@ -1,7 +1,8 @@
 -- stats: ARGV[4] the queue's shard count. Answers {'ok', now, earliest run-at of a ready
 -- task or -1, refusing (1 while the watermark gate refuses), then the configuration (CONFIG in
 -- common.lua; '' for a field the shard has no value for), then the values of COUNTERS below
--- in order} or {'absent'}.
+-- in order, then the start latency counts per bucket ('sl1' ..) and their sum in ms ('sls')}
+-- or {'absent'}.
 
 if not open_shard() then return {'absent'} end
 init_now()
@@ -34,4 +35,6 @@ end
 local out = {'ok', NOW, earliest, refusing}
 for _, field in ipairs(CONFIG) do out[#out + 1] = M[field] or '' end
 for _, field in ipairs(COUNTERS) do out[#out + 1] = M[field] or '0' end
+for b = 1, #START_LATENCY_BOUNDS_MS + 1 do out[#out + 1] = M['sl' .. b] or '0' end
+out[#out + 1] = M.sls or '0'
 return out

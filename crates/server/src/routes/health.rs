@@ -2,8 +2,8 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
-use axum::response::IntoResponse;
+use axum::response::Response;
+use floodway_metrics::Samples;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -11,6 +11,7 @@ use crate::app::AppState;
 use crate::auth::Caller;
 use crate::config::Scope;
 use crate::error::ApiError;
+use crate::metrics::exposition;
 use crate::wire::{BrokerInfo, Capabilities, ErrorBody};
 
 /// A health answer.
@@ -51,9 +52,9 @@ pub(crate) async fn readyz(State(app): State<AppState>) -> Result<Json<Health>, 
     }))
 }
 
-/// Prometheus metrics: request counts, and depth, age, totals and backpressure (refusing,
-/// enqueues refused above the high watermark, reserves throttled by rate or concurrency,
-/// effects recorded) of each queue the token administers.
+/// Prometheus metrics: the server's requests (counts and durations), what the process
+/// registered in its registry, and the depth, age, backlog, totals, start latencies and
+/// backpressure of each queue the token administers (docs/metrics.md lists them all).
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -72,20 +73,28 @@ pub(crate) async fn readyz(State(app): State<AppState>) -> Result<Json<Health>, 
 pub(crate) async fn metrics(
     State(app): State<AppState>,
     caller: Caller,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     app.auth.require_somewhere(caller, &[Scope::Admin])?;
     let stats = app.broker.stats(None).await?;
     let shown: Vec<_> = stats
         .into_iter()
         .filter(|s| app.auth.allows(caller, &[Scope::Admin], s.queue.as_str()))
         .collect();
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
-        app.metrics.render(&shown),
-    ))
+    let mut samples = Samples::new();
+    app.queues.collect(&shown, &mut samples);
+    let mut registered = app.registry.gather().await?;
+    // Series of the process's own sources that name a queue (a worker's) are shown only to
+    // callers who may administer that queue, like the queues themselves.
+    registered.retain(|sample| {
+        sample
+            .metric
+            .labels
+            .iter()
+            .position(|label| *label == "queue")
+            .is_none_or(|at| app.auth.allows(caller, &[Scope::Admin], &sample.labels[at]))
+    });
+    samples.extend(registered);
+    Ok(exposition(floodway_metrics::encode(&samples)))
 }
 
 /// The broker behind the API: which optional behaviours it has. Needs a valid token, no scope.

@@ -45,7 +45,8 @@ pub use lease::{
 };
 pub use queue::{
     CountResponse, DEAD_SELECTOR_LIMIT_DEFAULT, DeadCounts, DeadSelector, OverflowPolicy,
-    QueueConfig, QueueList, QueueStats, QueueTotals, RateLimit, StateCounts, Watermarks,
+    QueueConfig, QueueList, QueueStats, QueueTotals, RateLimit, StartLatency, StateCounts,
+    Watermarks,
 };
 pub use task::{
     CancelBatch, CancelOne, DeadReason, EnqueueRequest, EnqueueResponse, EnqueuedTask, Jitter,

@@ -1,5 +1,7 @@
 //! Queues on the wire: configuration, statistics, and the selectors of dead-letter calls.
 
+use std::time::Duration;
+
 use floodway_core::{QueueName, TaskId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -232,6 +234,9 @@ pub struct QueueStats {
     /// True while the queue is above its high watermark, or came down from it but not yet to
     /// the low one: enqueue is refused with 429 `queue_overloaded`.
     pub refusing: bool,
+    /// How long the tasks reserved from the queue had waited since they became due (enqueue,
+    /// run-at, retry time), measured by the broker at each reservation.
+    pub start_latency: StartLatency,
 }
 
 impl QueueStats {
@@ -244,6 +249,7 @@ impl QueueStats {
             totals,
             oldest_ready_age,
             refusing,
+            start_latency,
         } = stats;
         QueueStats {
             queue: queue.clone(),
@@ -252,11 +258,13 @@ impl QueueStats {
             totals: QueueTotals::from_core(totals),
             oldest_ready_age: oldest_ready_age.map(Into::into),
             refusing: *refusing,
+            start_latency: StartLatency::from_core(start_latency),
         }
     }
 
-    /// The core statistics.
-    pub fn into_core(self) -> floodway_core::QueueStats {
+    /// The core statistics; fails when the start latencies do not have the buckets of this
+    /// version (a server of another version).
+    pub fn into_core(self) -> Result<floodway_core::QueueStats, WireError> {
         let QueueStats {
             queue,
             config,
@@ -264,15 +272,82 @@ impl QueueStats {
             totals,
             oldest_ready_age,
             refusing,
+            start_latency,
         } = self;
-        floodway_core::QueueStats {
+        Ok(floodway_core::QueueStats {
             queue,
             config: config.into_core(),
             counts: counts.into_core(),
             totals: totals.into_core(),
             oldest_ready_age: oldest_ready_age.map(Into::into),
             refusing,
+            start_latency: start_latency.into_core()?,
+        })
+    }
+}
+
+/// A histogram of start latencies: from when each task became due to its reservation.
+/// Prometheus exports the same figures as `floodway_task_start_latency_seconds`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartLatency {
+    /// The upper bound of each bucket, in seconds, ascending; the same for every queue.
+    #[schema(example = json!([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0]))]
+    pub bounds_seconds: Vec<f64>,
+    /// Reservations per bucket (not cumulative), one more than `bounds_seconds`: `counts[i]`
+    /// waited more than `bounds_seconds[i - 1]` and at most `bounds_seconds[i]`; the last
+    /// counts those above every bound (`+Inf`).
+    pub counts: Vec<u64>,
+    /// The sum of every latency counted, in seconds (whole milliseconds).
+    pub sum_seconds: f64,
+}
+
+impl StartLatency {
+    /// The wire form of `histogram`.
+    pub fn from_core(histogram: &floodway_core::LatencyHistogram) -> Self {
+        StartLatency {
+            bounds_seconds: floodway_core::LatencyHistogram::BOUNDS
+                .iter()
+                .map(Duration::as_secs_f64)
+                .collect(),
+            counts: histogram.counts.to_vec(),
+            sum_seconds: histogram.sum.as_secs_f64(),
         }
+    }
+
+    /// The core histogram: the bounds must be this version's.
+    pub fn into_core(self) -> Result<floodway_core::LatencyHistogram, WireError> {
+        let expected = StartLatency::from_core(&floodway_core::LatencyHistogram::default());
+        if self.bounds_seconds != expected.bounds_seconds {
+            return Err(WireError::new(
+                "start_latency.bounds_seconds",
+                format!(
+                    "expected the buckets {:?}, got {:?}",
+                    expected.bounds_seconds, self.bounds_seconds
+                ),
+            ));
+        }
+        let counts = self.counts.try_into().map_err(|counts: Vec<u64>| {
+            WireError::new(
+                "start_latency.counts",
+                format!(
+                    "expected {} counts, got {}",
+                    floodway_core::LATENCY_BUCKETS,
+                    counts.len()
+                ),
+            )
+        })?;
+        if !(self.sum_seconds.is_finite() && self.sum_seconds >= 0.0) {
+            return Err(WireError::new(
+                "start_latency.sum_seconds",
+                "must be a number of seconds, at least 0",
+            ));
+        }
+        Ok(floodway_core::LatencyHistogram {
+            counts,
+            // Brokers measure in milliseconds; rounding undoes the decimal seconds.
+            sum: Duration::from_millis((self.sum_seconds * 1000.0).round() as u64),
+        })
     }
 }
 
@@ -605,7 +680,6 @@ pub struct CountResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn a_partial_config_fills_in_the_defaults() {
@@ -642,6 +716,32 @@ mod tests {
         assert!(json.contains(r#""ttl":"90s""#), "{json}");
         let back: QueueConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back.into_core(), core);
+    }
+
+    #[test]
+    fn start_latency_is_per_bucket_with_bounds_in_seconds_and_round_trips() {
+        let mut core = floodway_core::LatencyHistogram::default();
+        core.record(Duration::from_millis(700));
+        core.record(Duration::from_secs(3));
+        let wire = StartLatency::from_core(&core);
+        let json = serde_json::to_value(&wire).unwrap();
+        assert_eq!(json["bounds_seconds"][0], 0.001);
+        assert_eq!(json["bounds_seconds"][16], 3600.0);
+        assert_eq!(json["counts"].as_array().unwrap().len(), 18);
+        assert_eq!(json["counts"][8], 1);
+        assert_eq!(json["counts"][10], 1);
+        assert_eq!(json["sum_seconds"], 3.7);
+        let back: StartLatency = serde_json::from_value(json).unwrap();
+        assert_eq!(back.into_core().unwrap(), core);
+        let other = StartLatency {
+            bounds_seconds: vec![1.0],
+            counts: vec![0, 0],
+            sum_seconds: 0.0,
+        };
+        assert_eq!(
+            other.into_core().unwrap_err().field,
+            "start_latency.bounds_seconds"
+        );
     }
 
     #[test]

@@ -292,6 +292,32 @@ async fn dead_letters_are_listed_by_reason_replayed_and_purged() {
 }
 
 #[tokio::test]
+async fn queue_statistics_carry_the_start_latency_histogram() {
+    let api = Api::start().await;
+    enqueue(&api, "orders", json!({"kind": "k"})).await;
+    api.clock.advance(Duration::from_millis(2_500));
+    assert_eq!(reserve(&api, "orders", 1).await.len(), 1);
+    let stats = api.get("/v1/queues/orders").await.json;
+    let latency = &stats["start_latency"];
+    let bounds = latency["bounds_seconds"].as_array().unwrap();
+    let counts = latency["counts"].as_array().unwrap();
+    assert_eq!(
+        counts.len(),
+        bounds.len() + 1,
+        "one count per bound, then +Inf"
+    );
+    assert_eq!(bounds[9], 2.5);
+    assert_eq!(
+        counts[9], 1,
+        "2.5 s waited counts in the bucket up to 2.5 s: {latency}"
+    );
+    assert_eq!(counts.iter().filter_map(Value::as_u64).sum::<u64>(), 1);
+    assert_eq!(latency["sum_seconds"], 2.5);
+    let listed = api.get("/v1/queues").await.json;
+    assert_eq!(&listed["queues"][0]["start_latency"], latency);
+}
+
+#[tokio::test]
 async fn tasks_are_listed_cancelled_and_maintained() {
     let api = Api::start().await;
     let waiting = enqueue(&api, "later", json!({"kind": "k", "delay": "1m"})).await;

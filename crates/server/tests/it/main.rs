@@ -10,6 +10,7 @@ mod browser;
 mod dashboard;
 mod errors;
 mod limits;
+mod metrics;
 mod openapi;
 mod support;
 mod tls;

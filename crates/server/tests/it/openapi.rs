@@ -44,6 +44,21 @@ async fn the_served_document_is_the_generated_one_and_every_reference_resolves()
     }
 }
 
+#[test]
+fn queue_statistics_document_the_start_latency_histogram() {
+    let spec = spec();
+    let schemas = &spec["components"]["schemas"];
+    let required = schemas["QueueStats"]["required"].as_array().unwrap();
+    assert!(required.contains(&json!("start_latency")), "{required:?}");
+    let latency = &schemas["StartLatency"];
+    for field in ["bounds_seconds", "counts", "sum_seconds"] {
+        assert!(
+            latency["properties"][field].is_object(),
+            "StartLatency lacks {field}: {latency}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn every_status_the_server_answers_is_documented() {
     let api = Api::start_with(config_with_tokens()).await;

@@ -22,6 +22,8 @@ pub(crate) struct Api {
     pub(crate) broker: Arc<EmbeddedBroker>,
     /// The broker's clock.
     pub(crate) clock: ManualClock,
+    /// The server's metrics registry, where a test registers in-process sources.
+    pub(crate) registry: Arc<floodway_metrics::Registry>,
     http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
@@ -119,11 +121,9 @@ impl Api {
             listen: "127.0.0.1:0".parse().unwrap(),
             ..config
         };
-        let server = Server::new(broker.clone(), config)
-            .unwrap()
-            .bind()
-            .await
-            .unwrap();
+        let server = Server::new(broker.clone(), config).unwrap();
+        let registry = server.registry();
+        let server = server.bind().await.unwrap();
         let url = server.url();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async {
@@ -133,6 +133,7 @@ impl Api {
             url,
             broker,
             clock,
+            registry,
             http: http_client(),
             stop: Some(stop),
             task: Some(task),

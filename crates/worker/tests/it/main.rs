@@ -6,6 +6,7 @@ mod capacity;
 mod config;
 mod effects;
 mod leases;
+mod metrics;
 mod outcomes;
 mod shutdown;
 mod support;
