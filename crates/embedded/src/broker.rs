@@ -34,6 +34,7 @@ use floodway_core::{
 };
 use tokio::sync::{Notify, watch};
 
+use crate::disk::{Disk, RealDisk};
 use crate::options::{Durability, Options};
 use crate::record::{self, Record};
 use crate::state::State;
@@ -118,9 +119,19 @@ impl EmbeddedBroker {
     /// Fails if another process has the directory open, or if its files are damaged beyond an
     /// unfinished final write.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Self, OpenError> {
-        let dir = dir.as_ref().to_owned();
+        Self::open_on(Arc::new(RealDisk), dir.as_ref(), options)
+    }
+
+    /// Opens the broker on data directory `dir` of `disk`: [`EmbeddedBroker::open`] with the
+    /// file system chosen (the simulated disk of the fault-injection tests, say).
+    pub(crate) fn open_on(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        options: Options,
+    ) -> Result<Self, OpenError> {
+        let dir = dir.to_owned();
         let mut state = State::default();
-        let (mut storage, recovery) = Storage::open(&dir, |record| {
+        let (mut storage, recovery) = Storage::open(disk, &dir, |record| {
             state.apply(record).map_err(|e| e.to_string())
         })?;
         // A new epoch for every opening after the first, durable before any reservation: see
@@ -449,6 +460,7 @@ fn flusher(shared: &Shared, mut storage: Storage, durability: Durability, compac
                 }
             };
             let dir = storage.dir().to_owned();
+            let disk = storage.disk();
             let snapshot_bytes = storage.snapshot_bytes.clone();
             let spawned = std::thread::Builder::new()
                 .name("floodway-snapshot".into())
@@ -456,8 +468,8 @@ fn flusher(shared: &Shared, mut storage: Storage, durability: Durability, compac
                     let started = Instant::now();
                     let mut records = 0;
                     let written =
-                        storage::write_snapshot(&dir, generation, &snapshot_bytes, |file| {
-                            records = captured.write_to(file)?;
+                        storage::write_snapshot(&*disk, &dir, generation, &snapshot_bytes, |mut file| {
+                            records = captured.write_to(&mut file)?;
                             Ok(records)
                         });
                     match written {

@@ -18,12 +18,12 @@
 //! completed (its callers were never answered), so it is cut off; anywhere else it is
 //! corruption, and the broker refuses to open rather than silently lose acknowledged tasks.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::disk::{Disk, DiskFile, LockGuard};
 use crate::record::{self, FORMAT_VERSION, Record};
 
 const LOG_MAGIC: &[u8; 8] = b"FLOODLOG";
@@ -186,13 +186,14 @@ pub struct RecoveryReport {
 }
 
 /// The open data directory: the current log segment and what compaction needs to know.
-#[derive(Debug)]
 pub(crate) struct Storage {
+    /// The file system the directory lives on.
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
     /// Held for as long as the broker is open; the OS releases it if the process dies.
-    _lock: File,
+    _lock: LockGuard,
     /// The log segment being appended to.
-    log: File,
+    log: Box<dyn DiskFile>,
     /// Its generation number.
     generation: u64,
     /// Bytes in the logs since the last snapshot (or since the beginning).
@@ -201,39 +202,50 @@ pub(crate) struct Storage {
     pub(crate) snapshot_bytes: Arc<AtomicU64>,
 }
 
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("dir", &self.dir)
+            .field("generation", &self.generation)
+            .field("log_bytes", &self.log_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Storage {
-    /// Opens (creating if needed) the data directory at `dir`, taking its lock, and feeds every
-    /// recovered record to `apply` in order.
+    /// Opens (creating if needed) the data directory at `dir` on `disk`, taking its lock, and
+    /// feeds every recovered record to `apply` in order.
     pub(crate) fn open(
+        disk: Arc<dyn Disk>,
         dir: &Path,
         mut apply: impl FnMut(Record) -> Result<(), String>,
     ) -> Result<(Storage, RecoveryReport), OpenError> {
-        fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(format!("opening {}", lock_path.display())))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(OpenError::Locked(dir.to_owned())),
-            Err(fs::TryLockError::Error(err)) => {
-                return Err(io_err(format!("locking {}", lock_path.display()))(err));
+        let created = disk
+            .create_dir(dir)
+            .map_err(io_err(format!("creating {}", dir.display())))?;
+        if created {
+            // A new directory's own entry lives in its parent: without this sync, a power
+            // loss could take the whole directory, acknowledged tasks and all.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                disk.sync_dir(parent)
+                    .map_err(io_err(format!("syncing directory {}", parent.display())))?;
             }
         }
+        let lock_path = dir.join("LOCK");
+        let lock = disk
+            .lock(&lock_path)
+            .map_err(io_err(format!("locking {}", lock_path.display())))?
+            .ok_or_else(|| OpenError::Locked(dir.to_owned()))?;
 
         let mut snapshots = Vec::new();
         let mut logs = Vec::new();
-        for entry in fs::read_dir(dir).map_err(io_err(format!("listing {}", dir.display())))? {
-            let entry = entry.map_err(io_err(format!("listing {}", dir.display())))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
+        for name in disk
+            .list(dir)
+            .map_err(io_err(format!("listing {}", dir.display())))?
+        {
             if name.ends_with(".tmp") {
                 // An unfinished snapshot from a crash; the logs it would replace are intact.
-                fs::remove_file(entry.path())
-                    .map_err(io_err(format!("removing {}", entry.path().display())))?;
+                remove(&*disk, &dir.join(&name))?;
             } else if let Some(generation) = name.strip_prefix("snapshot-") {
                 if let Ok(generation) = generation.parse::<u64>() {
                     snapshots.push(generation);
@@ -252,7 +264,9 @@ impl Storage {
         let base = snapshots.last().copied().unwrap_or(0);
         if let Some(&generation) = snapshots.last() {
             let path = snapshot_path(dir, generation);
-            let bytes = fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
+            let bytes = disk
+                .read(&path)
+                .map_err(io_err(format!("reading {}", path.display())))?;
             snapshot_bytes = bytes.len() as u64;
             report.records += load_snapshot(&path, &bytes, &mut apply)?;
             report.snapshot = Some(generation);
@@ -263,7 +277,7 @@ impl Storage {
         for (i, &generation) in replay.iter().enumerate() {
             let path = log_path(dir, generation);
             let newest = i + 1 == replay.len();
-            let (records, valid_len, torn) = replay_log(&path, newest, &mut apply)?;
+            let (records, valid_len, torn) = replay_log(&*disk, &path, newest, &mut apply)?;
             report.records += records;
             report.torn_tail_bytes += torn;
             log_bytes += valid_len;
@@ -271,29 +285,24 @@ impl Storage {
 
         // Everything older than the snapshot is covered by it.
         for &generation in logs.iter().filter(|g| **g < base) {
-            remove(&log_path(dir, generation))?;
+            remove(&*disk, &log_path(dir, generation))?;
         }
         for &generation in snapshots.iter().filter(|g| **g < base) {
-            remove(&snapshot_path(dir, generation))?;
+            remove(&*disk, &snapshot_path(dir, generation))?;
         }
 
         let generation = replay.last().copied().unwrap_or(base);
         let log = if replay.is_empty() {
-            create_log(dir, generation)?
+            create_log(&*disk, dir, generation)?
         } else {
             let path = log_path(dir, generation);
-            let mut file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(io_err(format!("opening {}", path.display())))?;
-            file.seek(SeekFrom::End(0))
-                .map_err(io_err(format!("seeking {}", path.display())))?;
-            file
+            disk.open_append(&path)
+                .map_err(io_err(format!("opening {}", path.display())))?
         };
-        sync_dir(dir)?;
+        sync_dir(&*disk, dir)?;
         Ok((
             Storage {
+                disk,
                 dir: dir.to_owned(),
                 _lock: lock,
                 log,
@@ -338,8 +347,8 @@ impl Storage {
     /// generation replaces it. Returns the new generation.
     pub(crate) fn rotate(&mut self) -> Result<u64, OpenError> {
         let next = self.generation + 1;
-        self.log = create_log(&self.dir, next)?;
-        sync_dir(&self.dir)?;
+        self.log = create_log(&*self.disk, &self.dir, next)?;
+        sync_dir(&*self.disk, &self.dir)?;
         self.generation = next;
         self.log_bytes = 0;
         Ok(next)
@@ -348,6 +357,11 @@ impl Storage {
     /// The data directory.
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The file system the data directory lives on.
+    pub(crate) fn disk(&self) -> Arc<dyn Disk> {
+        self.disk.clone()
     }
 }
 
@@ -360,15 +374,16 @@ impl Storage {
 /// ignores it and replays the previous snapshot and every log since; a crash at any point
 /// leaves a directory that recovers to the same state.
 pub(crate) fn write_snapshot(
+    disk: &dyn Disk,
     dir: &Path,
     generation: u64,
     snapshot_bytes: &AtomicU64,
-    body: impl FnOnce(&mut File) -> io::Result<u64>,
+    body: impl FnOnce(&mut dyn Write) -> io::Result<u64>,
 ) -> Result<u64, OpenError> {
     let path = snapshot_path(dir, generation);
     let tmp = path.with_extension("tmp");
     let written = (|| {
-        let mut file = File::create(&tmp)?;
+        let mut file = disk.create(&tmp)?;
         file.write_all(&header(SNAPSHOT_MAGIC))?;
         let frame_count = body(&mut file)?;
         let mut trailer = [0u8; 16];
@@ -376,35 +391,36 @@ pub(crate) fn write_snapshot(
         trailer[8..].copy_from_slice(&frame_count.to_le_bytes());
         file.write_all(&trailer)?;
         file.sync_all()?;
-        file.stream_position()
+        Ok::<u64, io::Error>(file.len())
     })();
     let size = match written {
         Ok(size) => size,
         Err(err) => {
             // The logs are intact; the next open would remove the leftover anyway.
-            let _ = fs::remove_file(&tmp);
+            let _ = disk.remove(&tmp);
             return Err(io_err(format!("writing {}", tmp.display()))(err));
         }
     };
-    fs::rename(&tmp, &path).map_err(io_err(format!("renaming {}", tmp.display())))?;
-    sync_dir(dir)?;
+    disk.rename(&tmp, &path)
+        .map_err(io_err(format!("renaming {}", tmp.display())))?;
+    sync_dir(disk, dir)?;
     snapshot_bytes.store(size, Ordering::Relaxed);
     // Everything older is now redundant; a crash before these deletions is cleaned up at the
     // next open.
-    for entry in fs::read_dir(dir).map_err(io_err(format!("listing {}", dir.display())))? {
-        let entry = entry.map_err(io_err(format!("listing {}", dir.display())))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
+    for name in disk
+        .list(dir)
+        .map_err(io_err(format!("listing {}", dir.display())))?
+    {
         let older = name
             .strip_prefix("log-")
             .or_else(|| name.strip_prefix("snapshot-"))
             .and_then(|g| g.parse::<u64>().ok())
             .is_some_and(|g| g < generation);
         if older {
-            remove(&entry.path())?;
+            remove(disk, &dir.join(&name))?;
         }
     }
-    sync_dir(dir)?;
+    sync_dir(disk, dir)?;
     Ok(size)
 }
 
@@ -440,21 +456,20 @@ fn load_snapshot(
 
 /// Replays one log; returns (records, valid bytes, bytes cut from a torn tail).
 fn replay_log(
+    disk: &dyn Disk,
     path: &Path,
     newest: bool,
     apply: &mut impl FnMut(Record) -> Result<(), String>,
 ) -> Result<(u64, u64, u64), OpenError> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io_err(format!("opening {}", path.display())))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
+    let bytes = disk
+        .read(path)
         .map_err(io_err(format!("reading {}", path.display())))?;
     if newest && bytes.len() < HEADER_LEN {
         // Created but its header never reached the disk: an empty log.
-        file.set_len(0)
+        let mut file = disk
+            .open_append(path)
+            .map_err(io_err(format!("opening {}", path.display())))?;
+        file.truncate(0)
             .and_then(|()| file.write_all(&header(LOG_MAGIC)))
             .and_then(|()| file.sync_all())
             .map_err(io_err(format!("rewriting {}", path.display())))?;
@@ -482,21 +497,20 @@ fn replay_log(
             damage,
             "cutting off the unfinished tail of the log"
         );
-        file.set_len((HEADER_LEN + end.valid_len) as u64)
+        let mut file = disk
+            .open_append(path)
+            .map_err(io_err(format!("opening {}", path.display())))?;
+        file.truncate((HEADER_LEN + end.valid_len) as u64)
             .and_then(|()| file.sync_all())
             .map_err(io_err(format!("truncating {}", path.display())))?;
     }
     Ok((count, end.valid_len as u64, torn))
 }
 
-fn create_log(dir: &Path, generation: u64) -> Result<File, OpenError> {
+fn create_log(disk: &dyn Disk, dir: &Path, generation: u64) -> Result<Box<dyn DiskFile>, OpenError> {
     let path = log_path(dir, generation);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
+    let mut file = disk
+        .create(&path)
         .map_err(io_err(format!("creating {}", path.display())))?;
     file.write_all(&header(LOG_MAGIC))
         .and_then(|()| file.sync_all())
@@ -504,19 +518,26 @@ fn create_log(dir: &Path, generation: u64) -> Result<File, OpenError> {
     Ok(file)
 }
 
-fn remove(path: &Path) -> Result<(), OpenError> {
-    fs::remove_file(path).map_err(io_err(format!("removing {}", path.display())))
+fn remove(disk: &dyn Disk, path: &Path) -> Result<(), OpenError> {
+    disk.remove(path)
+        .map_err(io_err(format!("removing {}", path.display())))
 }
 
-fn sync_dir(dir: &Path) -> Result<(), OpenError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+fn sync_dir(disk: &dyn Disk, dir: &Path) -> Result<(), OpenError> {
+    disk.sync_dir(dir)
         .map_err(io_err(format!("syncing directory {}", dir.display())))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
+    use crate::disk::RealDisk;
+
+    fn real() -> Arc<dyn Disk> {
+        Arc::new(RealDisk)
+    }
 
     fn frames(payloads: &[&[u8]]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -570,8 +591,8 @@ mod tests {
     #[test]
     fn a_second_open_of_the_same_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (_first, _) = Storage::open(dir.path(), |_| Ok(())).unwrap();
-        let err = Storage::open(dir.path(), |_| Ok(())).unwrap_err();
+        let (_first, _) = Storage::open(real(), dir.path(), |_| Ok(())).unwrap();
+        let err = Storage::open(real(), dir.path(), |_| Ok(())).unwrap_err();
         assert!(matches!(err, OpenError::Locked(_)), "{err}");
     }
 
@@ -590,7 +611,7 @@ mod tests {
 
     fn recovered(dir: &Path) -> Vec<Record> {
         let mut records = Vec::new();
-        let (_storage, _) = Storage::open(dir, |r| {
+        let (_storage, _) = Storage::open(real(), dir, |r| {
             records.push(r);
             Ok(())
         })
@@ -602,7 +623,7 @@ mod tests {
     fn a_crash_between_rotation_and_snapshot_replays_both_logs() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut storage, _) = Storage::open(dir.path(), |_| Ok(())).unwrap();
+            let (mut storage, _) = Storage::open(real(), dir.path(), |_| Ok(())).unwrap();
             storage.append(&id_floor_frame(1)).unwrap();
             storage.sync().unwrap();
             storage.rotate().unwrap();
@@ -630,14 +651,14 @@ mod tests {
     fn a_snapshot_replaces_the_logs_before_it() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut storage, _) = Storage::open(dir.path(), |_| Ok(())).unwrap();
+            let (mut storage, _) = Storage::open(real(), dir.path(), |_| Ok(())).unwrap();
             storage.append(&id_floor_frame(1)).unwrap();
             storage.sync().unwrap();
             let generation = storage.rotate().unwrap();
             storage.append(&id_floor_frame(3)).unwrap();
             storage.sync().unwrap();
             // The image stands for everything in log 0: here, one record.
-            write_snapshot(dir.path(), generation, &storage.snapshot_bytes, |file| {
+            write_snapshot(&RealDisk, dir.path(), generation, &storage.snapshot_bytes, |file| {
                 file.write_all(&id_floor_frame(2))?;
                 Ok(1)
             })
@@ -661,7 +682,7 @@ mod tests {
     fn damage_before_the_newest_log_refuses_to_open() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut storage, _) = Storage::open(dir.path(), |_| Ok(())).unwrap();
+            let (mut storage, _) = Storage::open(real(), dir.path(), |_| Ok(())).unwrap();
             let mut bytes = Vec::new();
             frame(&mut bytes, |b| {
                 crate::record::encode(
@@ -676,12 +697,12 @@ mod tests {
         }
         // A second generation makes the first one "not the newest".
         let first = log_path(dir.path(), 0);
-        create_log(dir.path(), 1).unwrap();
+        create_log(&RealDisk, dir.path(), 1).unwrap();
         let mut bytes = fs::read(&first).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         fs::write(&first, bytes).unwrap();
-        let err = Storage::open(dir.path(), |_| Ok(())).unwrap_err();
+        let err = Storage::open(real(), dir.path(), |_| Ok(())).unwrap_err();
         assert!(matches!(err, OpenError::Corrupt { .. }), "{err}");
     }
 }
