@@ -324,6 +324,8 @@ impl Shared {
         let core = &mut *core;
         let result = op(&mut core.state, now, &mut core.rng, &mut core.pending);
         if core.pending.len() > before {
+            // One call, one group: recovery applies its records all or none.
+            storage::seal_group(&mut core.pending, before);
             core.appended += 1;
             self.flush_wanted.notify_one();
         }
@@ -467,11 +469,16 @@ fn flusher(shared: &Shared, mut storage: Storage, durability: Durability, compac
                 .spawn(move || {
                     let started = Instant::now();
                     let mut records = 0;
-                    let written =
-                        storage::write_snapshot(&*disk, &dir, generation, &snapshot_bytes, |mut file| {
+                    let written = storage::write_snapshot(
+                        &*disk,
+                        &dir,
+                        generation,
+                        &snapshot_bytes,
+                        |mut file| {
                             records = captured.write_to(&mut file)?;
                             Ok(records)
-                        });
+                        },
+                    );
                     match written {
                         Ok(bytes) => tracing::info!(
                             generation,

@@ -225,7 +225,9 @@ impl SimulatedDisk {
     }
 
     fn lock(&self) -> MutexGuard<'_, Sim> {
-        self.sim.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.sim
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Makes the power fail at the `n`-th disk operation from now (1 = the next one): that
@@ -568,13 +570,18 @@ struct SimHandle {
 
 impl SimHandle {
     fn lock(&self) -> MutexGuard<'_, Sim> {
-        self.sim.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.sim
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn sync(&mut self) -> io::Result<()> {
         let mut sim = self.lock();
         sim.op()?;
-        sim.files.get_mut(&self.id).expect("open files exist").sync();
+        sim.files
+            .get_mut(&self.id)
+            .expect("open files exist")
+            .sync();
         if self.is_log {
             sim.log_syncs += 1;
         }
@@ -686,9 +693,17 @@ mod tests {
         disk.create_dir(Path::new("/new")).unwrap();
         write(&disk, "/new/f", b"data", true);
         disk.sync_dir(Path::new("/new")).unwrap();
-        assert!(disk.after_power_loss(1).list(Path::new("/new")).unwrap().is_empty());
+        assert!(
+            disk.after_power_loss(1)
+                .list(Path::new("/new"))
+                .unwrap()
+                .is_empty()
+        );
         disk.sync_dir(Path::new("/")).unwrap();
-        assert_eq!(disk.after_power_loss(1).list(Path::new("/new")).unwrap(), ["f"]);
+        assert_eq!(
+            disk.after_power_loss(1).list(Path::new("/new")).unwrap(),
+            ["f"]
+        );
     }
 
     #[test]

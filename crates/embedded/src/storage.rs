@@ -9,13 +9,15 @@
 //!
 //! Every file starts with a 16-byte header (magic, format version). A log is a sequence of
 //! frames, `[payload length: u32 LE][CRC-32 of payload: u32 LE][payload]`, each payload one
-//! encoded [`Record`]. A snapshot is the same frames followed by a trailer
+//! encoded [`Record`]. The top bit of the length word says that the next frame belongs to the
+//! same group: the records of one call form one group, and recovery applies a group whole or
+//! not at all, so a call is atomic across a crash as it is in memory. A snapshot is the same frames followed by a trailer
 //! (`FLOODEND`, frame count as u64 LE); it is written to a temporary file, synced, and renamed,
 //! so a snapshot either exists whole or not at all.
 //!
 //! Recovery loads the newest snapshot and replays the logs from its generation on. A frame cut
-//! short or failing its checksum at the end of the newest log is the tail of a write that never
-//! completed (its callers were never answered), so it is cut off; anywhere else it is
+//! short or failing its checksum, or a group left open, at the end of the newest log is the
+//! tail of a write that never completed (its callers were never answered), so it is cut off; anywhere else it is
 //! corruption, and the broker refuses to open rather than silently lose acknowledged tasks.
 
 use std::io::{self, Write};
@@ -31,6 +33,12 @@ const SNAPSHOT_MAGIC: &[u8; 8] = b"FLOODSNP";
 const TRAILER_MAGIC: &[u8; 8] = b"FLOODEND";
 const HEADER_LEN: usize = 16;
 const FRAME_HEADER_LEN: usize = 8;
+/// Set in a frame's length word when the next frame belongs to the same group (the same call):
+/// recovery applies a group whole or not at all. Payloads are far below 2^31 bytes.
+const GROUP_CONTINUES: u32 = 1 << 31;
+/// The oldest format version this code reads: version 2 logs have no groups (every frame is
+/// its own), which version 3 reads the same way.
+const FORMAT_VERSION_READ_MIN: u32 = 2;
 /// The largest frame payload: a task at its payload limit plus its other fields, with room.
 const FRAME_PAYLOAD_MAX: usize = floodway_core::limits::PAYLOAD_BYTES_MAX + 256 * 1024;
 
@@ -95,47 +103,87 @@ pub(crate) struct BadRecord {
     pub(crate) reason: String,
 }
 
-/// Calls `visit` with each valid frame's payload, in order, until the bytes end, a frame is
-/// cut short or fails its checksum (reported in the returned [`FrameEnd`]), or `visit` fails.
+/// Calls `visit` with the payloads of each group of valid frames, in order, until the bytes
+/// end, a frame is cut short or fails its checksum, or a group is left open at the end
+/// (reported in the returned [`FrameEnd`], whose `valid_len` then ends at the last whole
+/// group), or `visit` fails.
 pub(crate) fn read_frames(
     bytes: &[u8],
-    mut visit: impl FnMut(&[u8]) -> Result<(), String>,
+    mut visit: impl FnMut(&[&[u8]]) -> Result<(), String>,
 ) -> Result<FrameEnd, BadRecord> {
     let end = |valid_len, damage| FrameEnd { valid_len, damage };
     let mut offset = 0;
+    let mut group_start = 0;
+    let mut group: Vec<&[u8]> = Vec::new();
     while offset < bytes.len() {
         let rest = &bytes[offset..];
         if rest.len() < FRAME_HEADER_LEN {
-            return Ok(end(offset, Some("frame header cut short")));
+            return Ok(end(group_start, Some("frame header cut short")));
         }
-        let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+        let word = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes"));
         let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+        let continues = word & GROUP_CONTINUES != 0;
+        let len = (word & !GROUP_CONTINUES) as usize;
         if len > FRAME_PAYLOAD_MAX {
-            return Ok(end(offset, Some("frame length out of range")));
+            return Ok(end(group_start, Some("frame length out of range")));
         }
         let Some(payload) = rest.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
-            return Ok(end(offset, Some("frame cut short")));
+            return Ok(end(group_start, Some("frame cut short")));
         };
         if crc32fast::hash(payload) != crc {
-            return Ok(end(offset, Some("checksum mismatch")));
+            return Ok(end(group_start, Some("checksum mismatch")));
         }
-        visit(payload).map_err(|reason| BadRecord { offset, reason })?;
+        group.push(payload);
         offset += FRAME_HEADER_LEN + len;
+        if !continues {
+            visit(&group).map_err(|reason| BadRecord {
+                offset: group_start,
+                reason,
+            })?;
+            group.clear();
+            group_start = offset;
+        }
+    }
+    if !group.is_empty() {
+        return Ok(end(group_start, Some("group of frames cut short")));
     }
     Ok(end(offset, None))
 }
 
-/// Decodes and applies the records of every valid frame of `body`; returns how many, and where
-/// the frames ended.
+/// Makes the frames of `frames` from byte `start` on one group: recovery applies all of them
+/// or none. Every call's records are sealed this way (see `broker.rs`), so a power loss in
+/// the middle of a batch never leaves half of it.
+pub(crate) fn seal_group(frames: &mut [u8], start: usize) {
+    let mut offset = start;
+    while offset < frames.len() {
+        let word = u32::from_le_bytes(frames[offset..offset + 4].try_into().expect("4 bytes"));
+        let next = offset + FRAME_HEADER_LEN + (word & !GROUP_CONTINUES) as usize;
+        if next < frames.len() {
+            frames[offset..offset + 4].copy_from_slice(&(word | GROUP_CONTINUES).to_le_bytes());
+        }
+        offset = next;
+    }
+    debug_assert_eq!(offset, frames.len(), "frames end on a frame boundary");
+}
+
+/// Decodes and applies the records of every whole group of valid frames of `body`; returns
+/// how many records, and where the frames ended. A group's records are all decoded before any
+/// is applied.
 fn apply_frames(
     body: &[u8],
     apply: &mut impl FnMut(Record) -> Result<(), String>,
 ) -> Result<(u64, FrameEnd), BadRecord> {
     let mut count = 0u64;
-    let end = read_frames(body, |payload| {
-        let record = record::decode(payload).map_err(|e| e.to_string())?;
-        apply(record)?;
-        count += 1;
+    let mut records = Vec::new();
+    let end = read_frames(body, |group| {
+        records.clear();
+        for payload in group {
+            records.push(record::decode(payload).map_err(|e| e.to_string())?);
+        }
+        for record in records.drain(..) {
+            apply(record)?;
+            count += 1;
+        }
         Ok(())
     })?;
     Ok((count, end))
@@ -148,7 +196,8 @@ fn header(magic: &[u8; 8]) -> [u8; HEADER_LEN] {
     header
 }
 
-fn check_header(bytes: &[u8], magic: &[u8; 8], file: &Path) -> Result<(), OpenError> {
+/// Checks a file's header; returns its format version.
+fn check_header(bytes: &[u8], magic: &[u8; 8], file: &Path) -> Result<u32, OpenError> {
     let corrupt = |reason: &str| OpenError::Corrupt {
         file: file.to_owned(),
         offset: 0,
@@ -158,12 +207,12 @@ fn check_header(bytes: &[u8], magic: &[u8; 8], file: &Path) -> Result<(), OpenEr
         return Err(corrupt("not a floodway data file (bad header)"));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    if !(FORMAT_VERSION_READ_MIN..=FORMAT_VERSION).contains(&version) {
         return Err(corrupt(&format!(
-            "format version {version}; this floodway reads version {FORMAT_VERSION}"
+            "format version {version}; this floodway reads versions {FORMAT_VERSION_READ_MIN} to {FORMAT_VERSION}"
         )));
     }
-    Ok(())
+    Ok(version)
 }
 
 fn log_path(dir: &Path, generation: u64) -> PathBuf {
@@ -274,13 +323,15 @@ impl Storage {
 
         let replay: Vec<u64> = logs.iter().copied().filter(|g| *g >= base).collect();
         let mut log_bytes = 0;
+        let mut newest_version = FORMAT_VERSION;
         for (i, &generation) in replay.iter().enumerate() {
             let path = log_path(dir, generation);
             let newest = i + 1 == replay.len();
-            let (records, valid_len, torn) = replay_log(&*disk, &path, newest, &mut apply)?;
-            report.records += records;
-            report.torn_tail_bytes += torn;
-            log_bytes += valid_len;
+            let replayed = replay_log(&*disk, &path, newest, &mut apply)?;
+            report.records += replayed.records;
+            report.torn_tail_bytes += replayed.torn_bytes;
+            log_bytes += replayed.valid_bytes;
+            newest_version = replayed.version;
         }
 
         // Everything older than the snapshot is covered by it.
@@ -291,8 +342,12 @@ impl Storage {
             remove(&*disk, &snapshot_path(dir, generation))?;
         }
 
-        let generation = replay.last().copied().unwrap_or(base);
+        let mut generation = replay.last().copied().unwrap_or(base);
         let log = if replay.is_empty() {
+            create_log(&*disk, dir, generation)?
+        } else if newest_version < FORMAT_VERSION {
+            // Never append frames of this version to a file whose header names an older one.
+            generation += 1;
             create_log(&*disk, dir, generation)?
         } else {
             let path = log_path(dir, generation);
@@ -454,13 +509,24 @@ fn load_snapshot(
     Ok(count)
 }
 
-/// Replays one log; returns (records, valid bytes, bytes cut from a torn tail).
+/// What replaying one log found.
+struct Replayed {
+    records: u64,
+    /// Bytes of whole groups of valid frames after the header.
+    valid_bytes: u64,
+    /// Bytes cut from a torn tail.
+    torn_bytes: u64,
+    /// The format version in its header.
+    version: u32,
+}
+
+/// Replays one log.
 fn replay_log(
     disk: &dyn Disk,
     path: &Path,
     newest: bool,
     apply: &mut impl FnMut(Record) -> Result<(), String>,
-) -> Result<(u64, u64, u64), OpenError> {
+) -> Result<Replayed, OpenError> {
     let bytes = disk
         .read(path)
         .map_err(io_err(format!("reading {}", path.display())))?;
@@ -473,9 +539,14 @@ fn replay_log(
             .and_then(|()| file.write_all(&header(LOG_MAGIC)))
             .and_then(|()| file.sync_all())
             .map_err(io_err(format!("rewriting {}", path.display())))?;
-        return Ok((0, 0, bytes.len() as u64));
+        return Ok(Replayed {
+            records: 0,
+            valid_bytes: 0,
+            torn_bytes: bytes.len() as u64,
+            version: FORMAT_VERSION,
+        });
     }
-    check_header(&bytes, LOG_MAGIC, path)?;
+    let version = check_header(&bytes, LOG_MAGIC, path)?;
     let body = &bytes[HEADER_LEN..];
     let (count, end) = apply_frames(body, apply).map_err(|bad| OpenError::Corrupt {
         file: path.to_owned(),
@@ -504,10 +575,19 @@ fn replay_log(
             .and_then(|()| file.sync_all())
             .map_err(io_err(format!("truncating {}", path.display())))?;
     }
-    Ok((count, end.valid_len as u64, torn))
+    Ok(Replayed {
+        records: count,
+        valid_bytes: end.valid_len as u64,
+        torn_bytes: torn,
+        version,
+    })
 }
 
-fn create_log(disk: &dyn Disk, dir: &Path, generation: u64) -> Result<Box<dyn DiskFile>, OpenError> {
+fn create_log(
+    disk: &dyn Disk,
+    dir: &Path,
+    generation: u64,
+) -> Result<Box<dyn DiskFile>, OpenError> {
     let path = log_path(dir, generation);
     let mut file = disk
         .create(&path)
@@ -551,8 +631,8 @@ mod tests {
     fn frames_round_trip() {
         let bytes = frames(&[b"one", b"", b"three"]);
         let mut seen = Vec::new();
-        let end = read_frames(&bytes, |p| {
-            seen.push(p.to_vec());
+        let end = read_frames(&bytes, |group| {
+            seen.extend(group.iter().map(|p| p.to_vec()));
             Ok(())
         })
         .unwrap();
@@ -586,6 +666,63 @@ mod tests {
         let end = read_frames(&flipped, |_| Ok(())).unwrap();
         assert_eq!(end.valid_len, first_len);
         assert_eq!(end.damage, Some("checksum mismatch"));
+    }
+
+    #[test]
+    fn a_version_2_log_is_read_and_then_left_for_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = header(LOG_MAGIC).to_vec();
+        old[8..12].copy_from_slice(&2u32.to_le_bytes());
+        old.extend(id_floor_frame(7));
+        fs::write(log_path(dir.path(), 0), &old).unwrap();
+        let ids: Vec<u128> = recovered(dir.path())
+            .into_iter()
+            .map(|r| match r {
+                Record::IdFloor { id } => id.as_u128(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, [7]);
+        assert_eq!(
+            fs::read(log_path(dir.path(), 0)).unwrap(),
+            old,
+            "left as it was"
+        );
+        let new = fs::read(log_path(dir.path(), 1)).unwrap();
+        assert_eq!(
+            &new[8..12],
+            &FORMAT_VERSION.to_le_bytes(),
+            "appends go to a new log"
+        );
+    }
+
+    #[test]
+    fn a_group_is_read_whole_or_not_at_all() {
+        let mut bytes = frames(&[b"alone"]);
+        let group_start = bytes.len();
+        bytes.extend(frames(&[b"one", b"two", b"three"]));
+        seal_group(&mut bytes, group_start);
+        let mut groups = Vec::new();
+        let end = read_frames(&bytes, |group| {
+            groups.push(group.len());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(groups, [1, 3]);
+        assert_eq!(end.damage, None);
+        // Cut anywhere inside the group, even between two whole frames, and only the frame
+        // before it is read.
+        for cut in group_start + 1..bytes.len() {
+            let mut groups = Vec::new();
+            let end = read_frames(&bytes[..cut], |group| {
+                groups.push(group.len());
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(groups, [1], "cut at {cut}");
+            assert_eq!(end.valid_len, group_start);
+            assert!(end.damage.is_some());
+        }
     }
 
     #[test]
@@ -658,10 +795,16 @@ mod tests {
             storage.append(&id_floor_frame(3)).unwrap();
             storage.sync().unwrap();
             // The image stands for everything in log 0: here, one record.
-            write_snapshot(&RealDisk, dir.path(), generation, &storage.snapshot_bytes, |file| {
-                file.write_all(&id_floor_frame(2))?;
-                Ok(1)
-            })
+            write_snapshot(
+                &RealDisk,
+                dir.path(),
+                generation,
+                &storage.snapshot_bytes,
+                |file| {
+                    file.write_all(&id_floor_frame(2))?;
+                    Ok(1)
+                },
+            )
             .unwrap();
         }
         assert!(

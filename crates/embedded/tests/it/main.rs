@@ -4,4 +4,5 @@
 
 mod conformance;
 mod limits;
+mod power_loss;
 mod storage;
