@@ -68,6 +68,17 @@ pub enum OpenError {
     },
 }
 
+impl OpenError {
+    /// True when the error is the disk being full (`ENOSPC`, or `EDQUOT` for a quota).
+    pub fn is_storage_full(&self) -> bool {
+        matches!(
+            self,
+            OpenError::Io { source, .. }
+                if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+        )
+    }
+}
+
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> OpenError {
     let context = context.into();
     move |source| OpenError::Io { context, source }
@@ -370,11 +381,22 @@ impl Storage {
     }
 
     /// Appends encoded frames to the current log (no sync).
+    ///
+    /// When the disk is full ([`OpenError::is_storage_full`]) nothing of `frames` stays in the
+    /// log: the part that was written is cut off again (cutting needs no space), so the caller
+    /// may append the same frames later. Any other error leaves the log as the failure left it.
     pub(crate) fn append(&mut self, frames: &[u8]) -> Result<(), OpenError> {
         let generation = self.generation;
-        self.log
-            .write_all(frames)
-            .map_err(io_err(format!("appending to log {generation}")))?;
+        let before = self.log.len();
+        if let Err(err) = self.log.write_all(frames) {
+            let err = io_err(format!("appending to log {generation}"))(err);
+            if err.is_storage_full() {
+                self.log.truncate(before).map_err(io_err(format!(
+                    "cutting log {generation} back after a full disk"
+                )))?;
+            }
+            return Err(err);
+        }
         self.log_bytes += frames.len() as u64;
         Ok(())
     }
@@ -400,10 +422,30 @@ impl Storage {
     /// Starts the next generation's log and appends to it from now on. The current log must be
     /// synced first: it is complete, and recovery replays it whole until a snapshot of the new
     /// generation replaces it. Returns the new generation.
-    pub(crate) fn rotate(&mut self) -> Result<u64, OpenError> {
+    ///
+    /// If the new log cannot be created (a full disk, say), whatever was created of it is
+    /// removed again, durably, and appends go on to the current log; only when that cleanup
+    /// fails too must the caller stop, since a stray newer log would make the current one look
+    /// finished to recovery.
+    pub(crate) fn rotate(&mut self) -> Result<u64, RotateError> {
         let next = self.generation + 1;
-        self.log = create_log(&*self.disk, &self.dir, next)?;
-        sync_dir(&*self.disk, &self.dir)?;
+        let log = match create_log(&*self.disk, &self.dir, next) {
+            Ok(log) => log,
+            Err(err) => {
+                let path = log_path(&self.dir, next);
+                let cleaned = match self.disk.remove(&path) {
+                    Ok(()) => sync_dir(&*self.disk, &self.dir),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(io_err(format!("removing {}", path.display()))(e)),
+                };
+                return Err(match cleaned {
+                    Ok(()) => RotateError::Skipped(err),
+                    Err(cleanup) => RotateError::Failed(cleanup),
+                });
+            }
+        };
+        self.log = log;
+        sync_dir(&*self.disk, &self.dir).map_err(RotateError::Failed)?;
         self.generation = next;
         self.log_bytes = 0;
         Ok(next)
@@ -418,6 +460,15 @@ impl Storage {
     pub(crate) fn disk(&self) -> Arc<dyn Disk> {
         self.disk.clone()
     }
+}
+
+/// Why a new log could not be started.
+#[derive(Debug)]
+pub(crate) enum RotateError {
+    /// Nothing changed: the current log is still the one to append to.
+    Skipped(OpenError),
+    /// The directory may be inconsistent; stop writing.
+    Failed(OpenError),
 }
 
 /// Writes generation `generation`'s snapshot, whose frames (the whole state as of the start of

@@ -3,6 +3,7 @@
 //! `storage.rs` covers what only this broker has: its files, recovery and group commit.
 
 mod conformance;
+mod disk_full;
 mod limits;
 mod power_loss;
 mod storage;
