@@ -8,6 +8,7 @@ mod admin;
 mod bad_input;
 mod crash;
 mod demo;
+mod disk_full;
 mod python_worker;
 mod secrets;
 mod serve;
