@@ -6,6 +6,7 @@ mod api;
 mod auth;
 mod backpressure;
 mod errors;
+mod fuzz;
 mod limits;
 mod openapi;
 mod support;
