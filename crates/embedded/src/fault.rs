@@ -272,6 +272,21 @@ impl SimulatedDisk {
         self.lock().used
     }
 
+    /// The content of the file at `path`, as a read would return it.
+    pub fn read_file(&self, path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
+        Disk::read(self, path.as_ref())
+    }
+
+    /// Puts a file at `path` holding `bytes`, synced, its entry synced: a test's way to hand
+    /// the broker a damaged or hand-made data file.
+    pub fn write_file(&self, path: impl AsRef<Path>, bytes: &[u8]) -> io::Result<()> {
+        let path = path.as_ref();
+        let mut file = self.create(path)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        self.sync_dir(path.parent().unwrap_or(Path::new("/")))
+    }
+
     /// The names of the files now on the disk, with their lengths.
     pub fn files(&self) -> Vec<(PathBuf, u64)> {
         let sim = self.lock();

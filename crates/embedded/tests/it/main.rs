@@ -7,4 +7,5 @@ mod conformance;
 mod disk_full;
 mod limits;
 mod power_loss;
+mod recovery_fuzz;
 mod storage;
