@@ -459,12 +459,23 @@ fn difference(a: &Observed, b: &Observed) -> Vec<String> {
 /// Runs `seeds` workloads of `steps` steps under `durability`, with a power loss planned
 /// before every `every`-th disk operation (each with its own seed for the image), and checks
 /// every image.
+///
+/// `FLOODWAY_POWER_LOSS_SEEDS=n` runs `n` seeds instead (from the same first one), and
+/// `FLOODWAY_POWER_LOSS_EVERY=k` plans a power loss before every `k`-th operation: the long
+/// run whose figures docs/guarantees.md gives.
 async fn power_losses(
     durability: Durability,
     seeds: std::ops::Range<u64>,
     steps: usize,
     every: u64,
 ) {
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let seeds = match env("FLOODWAY_POWER_LOSS_SEEDS") {
+        Some(n) => seeds.start..seeds.start + n,
+        None => seeds,
+    };
+    let every = env("FLOODWAY_POWER_LOSS_EVERY").unwrap_or(every).max(1);
+    let runs = seeds.end - seeds.start;
     let mut images_checked = 0;
     let mut violations = Vec::new();
     for seed in seeds {
@@ -479,7 +490,7 @@ async fn power_losses(
         violations.extend(check_images(seed, durability, &history, &initial, images).await);
     }
     println!(
-        "{durability}: {images_checked} power-loss images checked, {} violations",
+        "{durability}: {runs} workloads of {steps} calls, {images_checked} power-loss images checked, {} violations",
         violations.len()
     );
     assert!(
