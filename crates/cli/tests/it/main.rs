@@ -6,6 +6,7 @@
 
 mod admin;
 mod bad_input;
+mod clock;
 mod crash;
 mod demo;
 mod disk_full;

@@ -133,9 +133,7 @@ async fn a_clock_stepped_forward_expires_leases_at_once_but_never_completes_a_ta
     assert!(broker.ack(&leases).await.unwrap().iter().all(Result::is_ok));
     let task = broker.get(ids[0].id).await.unwrap();
     assert_eq!(task.state, TaskState::Completed);
-    let totals = broker.stats(Some(&queue())).await.unwrap()[0]
-        .totals
-        .clone();
+    let totals = broker.stats(Some(&queue())).await.unwrap()[0].totals;
     assert_eq!(totals.completed, 2, "each task completed once");
     assert_eq!(
         totals.reserved, 3,
