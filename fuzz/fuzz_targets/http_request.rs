@@ -26,7 +26,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/dead-letters/replay"),
     ("POST", "/v1/dead-letters/purge"),
 ];
-const CONTENT_TYPES: &[&str] = &["application/json", "text/plain", "application/json; charset=utf-16"];
+const CONTENT_TYPES: &[&str] = &[
+    "application/json",
+    "text/plain",
+    "application/json; charset=utf-16",
+];
 const EXPECTED: &[u16] = &[200, 201, 400, 404, 409, 413, 415, 422, 429];
 
 /// The server, started once per fuzzing process; its address.
@@ -83,10 +87,16 @@ fuzz_target!(|data: &[u8]| {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP answer: {reply:?}"));
-    assert!(EXPECTED.contains(&status), "{method} {path} answered {status}: {reply}");
+    assert!(
+        EXPECTED.contains(&status),
+        "{method} {path} answered {status}: {reply}"
+    );
     if status >= 400 {
         let body = reply.split("\r\n\r\n").nth(1).unwrap_or("");
         let json: serde_json::Value = serde_json::from_str(body).expect("an error body is JSON");
-        assert!(json["error"]["code"].is_string(), "not an error body: {body}");
+        assert!(
+            json["error"]["code"].is_string(),
+            "not an error body: {body}"
+        );
     }
 });
