@@ -78,6 +78,7 @@ impl ClientError {
                     | ErrorCode::RateLimited
                     | ErrorCode::Unavailable
                     | ErrorCode::Timeout
+                    | ErrorCode::StorageFull
             ),
             ClientError::Transport { .. } | ClientError::BreakerOpen(_) => true,
             ClientError::Broker(error) => error.is_retryable(),
@@ -85,11 +86,12 @@ impl ClientError {
         }
     }
 
-    /// True when the request certainly did not act: backpressure, never sent, or refused by
-    /// an in-process broker for any reason but unavailability (a broker call that fails
-    /// changes nothing, except that an unavailable broker's outcome is unknown).
+    /// True when the request certainly did not act: backpressure, a full storage, never sent,
+    /// or refused by an in-process broker for any reason but unavailability (a broker call
+    /// that fails changes nothing, except that an unavailable broker's outcome is unknown).
     pub fn changed_nothing(&self) -> bool {
         self.is_backpressure()
+            || self.code() == Some(ErrorCode::StorageFull)
             || matches!(
                 self,
                 ClientError::Transport { unsent: true, .. } | ClientError::BreakerOpen(_)
@@ -104,7 +106,10 @@ impl ClientError {
         match self {
             ClientError::Api { status, .. } => *status >= 500,
             ClientError::Transport { .. } | ClientError::Protocol(_) => true,
-            ClientError::Broker(error) => matches!(error, BrokerError::Unavailable(_)),
+            ClientError::Broker(error) => matches!(
+                error,
+                BrokerError::Unavailable(_) | BrokerError::StorageFull(_)
+            ),
             ClientError::BreakerOpen(_) | ClientError::Config(_) => false,
         }
     }
@@ -207,6 +212,13 @@ impl From<ClientError> for BrokerError {
                 object
                     .message
                     .strip_prefix("broker unavailable: ")
+                    .unwrap_or(&object.message)
+                    .to_owned(),
+            )),
+            ErrorCode::StorageFull => Some(BrokerError::StorageFull(
+                object
+                    .message
+                    .strip_prefix("storage full: ")
                     .unwrap_or(&object.message)
                     .to_owned(),
             )),

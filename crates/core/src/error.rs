@@ -84,6 +84,11 @@ pub enum BrokerError {
     /// The call may or may not have taken effect.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// The broker's storage is full (no space left on its disk): the call was refused before
+    /// it changed anything. Reads are still served, and changes are accepted again, without a
+    /// restart, once space is freed; try again later.
+    #[error("storage full: {0}")]
+    StorageFull(String),
 }
 
 impl BrokerError {
@@ -95,14 +100,15 @@ impl BrokerError {
         }
     }
 
-    /// True when the same call may succeed later unchanged: the queue was full or the broker
-    /// unavailable. Invalid input never becomes valid by waiting.
+    /// True when the same call may succeed later unchanged: the queue was full, the broker
+    /// unavailable or its storage full. Invalid input never becomes valid by waiting.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
             BrokerError::QueueFull { .. }
                 | BrokerError::Overloaded { .. }
                 | BrokerError::Unavailable(_)
+                | BrokerError::StorageFull(_)
         )
     }
 
@@ -130,6 +136,7 @@ mod tests {
         };
         assert!(full.is_retryable());
         assert!(BrokerError::Unavailable("disk".into()).is_retryable());
+        assert!(BrokerError::StorageFull("no space".into()).is_retryable());
         assert!(!BrokerError::invalid("kind", "empty").is_retryable());
         assert!(!BrokerError::PayloadTooLarge { size: 2, max: 1 }.is_retryable());
     }

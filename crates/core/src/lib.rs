@@ -37,4 +37,4 @@ pub use queue::{
 pub use retry::{Jitter, RetryPolicy};
 pub use state::{DeadReason, Event, IllegalTransition, TaskState, transition};
 pub use task::{Effects, Headers, NewTask, Task};
-pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use time::{Clock, ManualClock, MonotonicClock, SystemClock, Timestamp};

@@ -119,9 +119,49 @@ impl SystemClock {
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let now = Timestamp::now_system().as_millis();
-        let previous = self.last.fetch_max(now, Ordering::Relaxed);
-        Timestamp(previous.max(now))
+        monotonic(&self.last, Timestamp::now_system())
+    }
+}
+
+/// The later of `wall` and the latest time `last` holds, which it then holds.
+fn monotonic(last: &AtomicU64, wall: Timestamp) -> Timestamp {
+    let previous = last.fetch_max(wall.0, Ordering::Relaxed);
+    Timestamp(previous.max(wall.0))
+}
+
+/// Any wall clock made monotonic by [`SystemClock`]'s rule: it never reports a time earlier
+/// than one it already reported.
+///
+/// [`SystemClock`] is this over the system's wall clock. Tests give it a wall clock they step
+/// back and forth, to see what a broker does when an operator or NTP steps the system clock.
+pub struct MonotonicClock<W> {
+    /// Reads the wall clock.
+    wall: W,
+    /// The latest time reported, in milliseconds; only ever grows.
+    last: AtomicU64,
+}
+
+impl<W: Fn() -> Timestamp + Send + Sync + 'static> MonotonicClock<W> {
+    /// A monotonic clock over `wall`.
+    pub fn new(wall: W) -> Self {
+        MonotonicClock {
+            wall,
+            last: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<W: Fn() -> Timestamp + Send + Sync + 'static> Clock for MonotonicClock<W> {
+    fn now(&self) -> Timestamp {
+        monotonic(&self.last, (self.wall)())
+    }
+}
+
+impl<W> fmt::Debug for MonotonicClock<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MonotonicClock")
+            .field("last", &self.last)
+            .finish_non_exhaustive()
     }
 }
 
@@ -191,6 +231,26 @@ mod tests {
         assert_eq!(clock.now(), Timestamp::from_millis(1000));
         handle.advance(Duration::from_millis(250));
         assert_eq!(clock.now(), Timestamp::from_millis(1250));
+    }
+
+    #[test]
+    fn a_stepped_wall_clock_stands_still_until_it_catches_up() {
+        let wall = Arc::new(AtomicU64::new(10_000));
+        let source = wall.clone();
+        let clock = MonotonicClock::new(move || Timestamp(source.load(Ordering::SeqCst)));
+        assert_eq!(clock.now(), Timestamp(10_000));
+        wall.store(4_000, Ordering::SeqCst);
+        assert_eq!(clock.now(), Timestamp(10_000), "a step back is not seen");
+        wall.store(9_999, Ordering::SeqCst);
+        assert_eq!(clock.now(), Timestamp(10_000));
+        wall.store(10_500, Ordering::SeqCst);
+        assert_eq!(clock.now(), Timestamp(10_500), "moves again once caught up");
+        wall.store(70_500, Ordering::SeqCst);
+        assert_eq!(
+            clock.now(),
+            Timestamp(70_500),
+            "a step forward is taken whole"
+        );
     }
 
     #[test]

@@ -34,14 +34,19 @@ use floodway_core::{
 };
 use tokio::sync::{Notify, watch};
 
+use crate::disk::{Disk, RealDisk};
 use crate::options::{Durability, Options};
 use crate::record::{self, Record};
 use crate::state::State;
-use crate::storage::{self, OpenError, RecoveryReport, Storage};
+use crate::storage::{self, OpenError, RecoveryReport, RotateError, Storage};
 
 /// How many expired idempotency keys one maintenance round forgets at most, so the round stays
 /// short however many keys expire at once.
 const IDEMPOTENCY_SWEEP_MAX: usize = 10_000;
+
+/// While the disk is full, how often the flusher tries again to write what it holds: the
+/// longest a freed disk waits before changes are accepted again.
+const FULL_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What the flusher tells waiting callers.
 #[derive(Clone, Debug, Default)]
@@ -52,6 +57,9 @@ struct Durable {
     failed: Option<String>,
     /// Set when the flusher has written everything and stopped.
     closed: bool,
+    /// Set while the disk is full: every batch up to this sequence number is held in memory,
+    /// unwritten, until space returns; and why.
+    held: Option<(u64, String)>,
 }
 
 /// What the lock guards.
@@ -68,6 +76,9 @@ struct Core {
     closing: bool,
     /// Set when storage failed; every call is refused from then on.
     failed: Option<String>,
+    /// Set by the flusher while the disk is full: calls that would change anything are
+    /// refused with `StorageFull` (reads are served) until it could write again.
+    full: Option<String>,
 }
 
 /// State shared with the background threads.
@@ -118,9 +129,19 @@ impl EmbeddedBroker {
     /// Fails if another process has the directory open, or if its files are damaged beyond an
     /// unfinished final write.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Self, OpenError> {
-        let dir = dir.as_ref().to_owned();
+        Self::open_on(Arc::new(RealDisk), dir.as_ref(), options)
+    }
+
+    /// Opens the broker on data directory `dir` of `disk`: [`EmbeddedBroker::open`] with the
+    /// file system chosen (the simulated disk of the fault-injection tests, say).
+    pub(crate) fn open_on(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        options: Options,
+    ) -> Result<Self, OpenError> {
+        let dir = dir.to_owned();
         let mut state = State::default();
-        let (mut storage, recovery) = Storage::open(&dir, |record| {
+        let (mut storage, recovery) = Storage::open(disk, &dir, |record| {
             state.apply(record).map_err(|e| e.to_string())
         })?;
         // A new epoch for every opening after the first, durable before any reservation: see
@@ -162,6 +183,7 @@ impl EmbeddedBroker {
                 waiters: HashMap::new(),
                 closing: false,
                 failed: None,
+                full: None,
             }),
             flush_wanted: Condvar::new(),
             maintenance_stop: Condvar::new(),
@@ -235,13 +257,21 @@ impl EmbeddedBroker {
     async fn durable(&self, through: u64) -> Result<(), BrokerError> {
         let mut durable = self.inner.shared.durable.subscribe();
         let result = durable
-            .wait_for(|d| d.through >= through || d.failed.is_some() || d.closed)
+            .wait_for(|d| {
+                d.through >= through
+                    || d.failed.is_some()
+                    || d.closed
+                    || d.held.as_ref().is_some_and(|(held, _)| through <= *held)
+            })
             .await;
         match result {
             Ok(d) if d.through >= through => Ok(()),
-            Ok(d) => Err(BrokerError::Unavailable(match &d.failed {
-                Some(reason) => format!("storage failed: {reason}"),
-                None => "the broker closed before the change was durable".into(),
+            Ok(d) => Err(BrokerError::Unavailable(match (&d.failed, &d.held) {
+                (Some(reason), _) => format!("storage failed: {reason}"),
+                (None, Some((_, reason))) if !d.closed => format!(
+                    "{reason}; this change is held in memory and written once space is freed, unless the broker stops first"
+                ),
+                _ => "the broker closed before the change was durable".into(),
             })),
             Err(_) => Err(BrokerError::Unavailable("the broker is closed".into())),
         }
@@ -308,11 +338,18 @@ impl Shared {
         ) -> Result<T, BrokerError>,
     ) -> Result<(T, u64), BrokerError> {
         let mut core = self.lock_open()?;
+        if let Some(reason) = &core.full {
+            return Err(BrokerError::StorageFull(format!(
+                "{reason}; nothing was changed; reads are still served, and changes are accepted again once space is freed"
+            )));
+        }
         let now = self.clock.now();
         let before = core.pending.len();
         let core = &mut *core;
         let result = op(&mut core.state, now, &mut core.rng, &mut core.pending);
         if core.pending.len() > before {
+            // One call, one group: recovery applies its records all or none.
+            storage::seal_group(&mut core.pending, before);
             core.appended += 1;
             self.flush_wanted.notify_one();
         }
@@ -412,54 +449,88 @@ fn flusher(shared: &Shared, mut storage: Storage, durability: Durability, compac
             (frames, core.appended, core.closing, image)
         };
 
-        let result = (|| {
-            if !frames.is_empty() {
-                storage.append(&frames)?;
-                unsynced = true;
+        let (mut through, mut image) = (through, image);
+        if !frames.is_empty() {
+            match storage.append(&frames) {
+                Ok(()) => unsynced = true,
+                Err(err) if err.is_storage_full() => {
+                    // No compaction while full: a snapshot needs space of its own.
+                    image = None;
+                    match hold_until_written(shared, &mut storage, &mut frames, &err) {
+                        Held::Written { through: held } => {
+                            through = held;
+                            unsynced = true;
+                        }
+                        Held::Closed => {
+                            stop_snapshot_writer(snapshot_writer.take());
+                            shared.durable.send_modify(|d| d.closed = true);
+                            return;
+                        }
+                        Held::Failed => return,
+                    }
+                }
+                Err(err) => {
+                    shared.fail(err.to_string());
+                    return;
+                }
             }
-            let sync_now = match durability {
-                Durability::Fsync => true,
-                Durability::Interval(every) => last_sync.elapsed() >= every,
-                Durability::Off => false,
-            } || closing
-                || image.is_some();
-            if sync_now && unsynced {
-                storage.sync()?;
-                unsynced = false;
-                last_sync = Instant::now();
-            }
-            Ok::<(), OpenError>(())
-        })();
-        if let Err(err) = result {
-            shared.fail(err.to_string());
-            return;
         }
-        shared
-            .durable
-            .send_modify(|d| d.through = d.through.max(through));
+        let sync_now = match durability {
+            Durability::Fsync => true,
+            Durability::Interval(every) => last_sync.elapsed() >= every,
+            Durability::Off => false,
+        } || closing
+            || image.is_some();
+        if sync_now && unsynced {
+            // A failed sync is never retried: the kernel may have dropped the pages it could
+            // not write, so a later success would prove nothing ("fsyncgate").
+            if let Err(err) = storage.sync() {
+                shared.fail(err.to_string());
+                return;
+            }
+            unsynced = false;
+            last_sync = Instant::now();
+        }
+        shared.durable.send_modify(|d| {
+            d.through = d.through.max(through);
+            d.held = None;
+        });
 
         if let Some(captured) = image {
             // Later frames go to the next generation's log; the snapshot of everything before
             // them is written meanwhile, and replaces the older files once it is in place.
             let generation = match storage.rotate() {
                 Ok(generation) => generation,
-                Err(err) => {
+                Err(RotateError::Skipped(err)) => {
+                    // The current log goes on; compaction is tried again later.
+                    tracing::warn!(%err, "could not start a new log; compaction skipped");
+                    frames.clear();
+                    spare = frames;
+                    continue;
+                }
+                Err(RotateError::Failed(err)) => {
                     shared.fail(format!("starting a new log: {err}"));
                     return;
                 }
             };
             let dir = storage.dir().to_owned();
+            let disk = storage.disk();
             let snapshot_bytes = storage.snapshot_bytes.clone();
             let spawned = std::thread::Builder::new()
                 .name("floodway-snapshot".into())
                 .spawn(move || {
                     let started = Instant::now();
                     let mut records = 0;
-                    let written =
-                        storage::write_snapshot(&dir, generation, &snapshot_bytes, |file| {
-                            records = captured.write_to(file)?;
+                    let written = storage::write_snapshot(
+                        &*disk,
+                        &dir,
+                        generation,
+                        &snapshot_bytes,
+                        |mut file| {
+                            records = captured.write_to(&mut file)?;
                             Ok(records)
-                        });
+                        },
+                    );
                     match written {
                         Ok(bytes) => tracing::info!(
                             generation,
@@ -479,16 +550,102 @@ fn flusher(shared: &Shared, mut storage: Storage, durability: Durability, compac
             }
         }
         if closing {
-            if let Some(writer) = snapshot_writer.take()
-                && writer.join().is_err()
-            {
-                tracing::error!("the snapshot thread panicked");
-            }
+            stop_snapshot_writer(snapshot_writer.take());
             shared.durable.send_modify(|d| d.closed = true);
             return;
         }
         frames.clear();
         spare = frames;
+    }
+}
+
+fn stop_snapshot_writer(writer: Option<JoinHandle<()>>) {
+    if let Some(writer) = writer
+        && writer.join().is_err()
+    {
+        tracing::error!("the snapshot thread panicked");
+    }
+}
+
+/// How holding frames on a full disk ended.
+enum Held {
+    /// They are in the log now (not yet synced), with everything up to `through`.
+    Written { through: u64 },
+    /// The broker closed while the disk was still full; the held frames are lost.
+    Closed,
+    /// Another storage error; the broker is failed.
+    Failed,
+}
+
+/// The disk is full: `frames` could not be appended (and nothing of them stayed in the log).
+/// Holds them, with every frame accepted since, refuses further changes with `StorageFull`
+/// (reads go on), answers the callers waiting for the held frames that the outcome is unknown
+/// for now, and tries again every [`FULL_RETRY_INTERVAL`] until the write succeeds, the
+/// broker closes, or another error fails it.
+///
+/// This is recoverable, unlike a failed sync, because a write that fails with `ENOSPC` has
+/// not put anything in the page cache that a later sync could silently drop: the log was cut
+/// back to its length before the write, and the frames are written again whole.
+fn hold_until_written(
+    shared: &Shared,
+    storage: &mut Storage,
+    frames: &mut Vec<u8>,
+    err: &OpenError,
+) -> Held {
+    let reason = format!("the disk is full ({err})");
+    tracing::error!(dir = %storage.dir().display(), %reason, "refusing changes until space is freed; reads are still served");
+    let held_through = {
+        let mut core = shared.lock();
+        frames.extend_from_slice(&core.pending);
+        core.pending.clear();
+        core.full = Some(reason.clone());
+        for waiters in core.waiters.values() {
+            waiters.notify_waiters();
+        }
+        core.appended
+    };
+    shared
+        .durable
+        .send_modify(|d| d.held = Some((held_through, reason)));
+    let started = Instant::now();
+    loop {
+        let closing = {
+            let core = shared.lock();
+            if core.closing {
+                true
+            } else {
+                shared
+                    .flush_wanted
+                    .wait_timeout(core, FULL_RETRY_INTERVAL)
+                    .expect("broker state lock poisoned")
+                    .0
+                    .closing
+            }
+        };
+        match storage.append(frames) {
+            Ok(()) => {
+                shared.lock().full = None;
+                tracing::info!(
+                    dir = %storage.dir().display(),
+                    held_bytes = frames.len(),
+                    full_ms = started.elapsed().as_millis() as u64,
+                    "space is back; accepting changes again"
+                );
+                return Held::Written {
+                    through: held_through,
+                };
+            }
+            Err(err) if err.is_storage_full() => {
+                if closing {
+                    tracing::error!(%err, held_bytes = frames.len(), "closing with the disk still full; the held changes are lost");
+                    return Held::Closed;
+                }
+            }
+            Err(err) => {
+                shared.fail(err.to_string());
+                return Held::Failed;
+            }
+        }
     }
 }
 
@@ -520,8 +677,10 @@ fn maintenance(shared: &Shared, interval: Duration) {
             }
             Ok(())
         });
-        if result.is_err() {
-            return;
+        match result {
+            // Nothing to write while the disk is full; the next round tries again.
+            Ok(_) | Err(BrokerError::StorageFull(_)) => {}
+            Err(_) => return,
         }
     }
 }

@@ -12,6 +12,9 @@
 //! workloads; 0002 to 0004 explain the encoding, compaction and unsynced reservations.
 
 mod broker;
+mod disk;
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod fault;
 mod options;
 mod record;
 mod state;

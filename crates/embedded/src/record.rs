@@ -18,8 +18,9 @@ use floodway_core::{
 
 /// The version of the record encoding, written in every file header. Bump it when an encoding
 /// changes, and teach [`decode`] to read the old one. (Version 1, before limit keys, effects
-/// and the backpressure settings, never left development and is not read.)
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// and the backpressure settings, never left development and is not read. Version 3 groups
+/// the frames of one call, see `storage.rs`; its records are encoded as in version 2.)
+pub(crate) const FORMAT_VERSION: u32 = 3;
 
 /// One durable change. See the module docs.
 #[derive(Clone, Debug, PartialEq)]

@@ -1791,8 +1791,10 @@ mod tests {
     /// Replays `log` into a fresh state, as recovery does.
     fn replay(log: &[u8]) -> State {
         let mut state = State::default();
-        crate::storage::read_frames(log, |payload| {
-            state.apply(record::decode(payload).unwrap()).unwrap();
+        crate::storage::read_frames(log, |group| {
+            for payload in group {
+                state.apply(record::decode(payload).unwrap()).unwrap();
+            }
             Ok(())
         })
         .unwrap();
@@ -1893,8 +1895,10 @@ mod tests {
 
         // And the snapshot plus the records after it is the state now.
         let mut recovered = rebuilt;
-        crate::storage::read_frames(&later, |payload| {
-            recovered.apply(record::decode(payload).unwrap()).unwrap();
+        crate::storage::read_frames(&later, |group| {
+            for payload in group {
+                recovered.apply(record::decode(payload).unwrap()).unwrap();
+            }
             Ok(())
         })
         .unwrap();

@@ -629,7 +629,7 @@ pub(crate) fn decode_retry(text: &str) -> Result<RetryPolicy, Malformed> {
     let [max_attempts, initial, max, multiplier, jitter] = parts[..] else {
         return Err(malformed(WHAT, format!("{text:?} has not five fields")));
     };
-    Ok(RetryPolicy {
+    let policy = RetryPolicy {
         max_attempts: parse(WHAT, max_attempts)?,
         backoff_initial: duration_of(WHAT, initial)?,
         backoff_max: duration_of(WHAT, max)?,
@@ -639,7 +639,13 @@ pub(crate) fn decode_retry(text: &str) -> Result<RetryPolicy, Malformed> {
             "n" => Jitter::None,
             other => return Err(malformed(WHAT, format!("jitter {other:?}"))),
         },
-    })
+    };
+    // Found by fuzzing: a multiplier of NaN or infinity parsed, and would have made every
+    // backoff computed from it meaningless. Only policies the API accepts are read back.
+    policy
+        .validate()
+        .map_err(|error| malformed(WHAT, error.to_string()))?;
+    Ok(policy)
 }
 
 /// How many script arguments a queue configuration takes (see [`encode_config`]); `set_config`
@@ -729,7 +735,7 @@ pub(crate) fn decode_config(fields: &[&str]) -> Result<QueueConfig, Malformed> {
             })
             .transpose()
     };
-    Ok(QueueConfig {
+    let config = QueueConfig {
         length_max: match len {
             "-1" => None,
             n => Some(parse(WHAT, n)?),
@@ -762,7 +768,13 @@ pub(crate) fn decode_config(fields: &[&str]) -> Result<QueueConfig, Malformed> {
             })
             .transpose()?,
         ttl: optional(ttl).map(|n| duration_of(WHAT, n)).transpose()?,
-    })
+    };
+    // Found by fuzzing: a rate of NaN or infinity parsed. Only configurations the API accepts
+    // are read back.
+    config
+        .validate()
+        .map_err(|error| malformed(WHAT, error.to_string()))?;
+    Ok(config)
 }
 
 /// A dataset marker id: 16 hex digits, the low 32 bits of which are the salt of task ids.
@@ -837,6 +849,46 @@ mod tests {
         assert_eq!(split_id(TaskId::from_u128(0)), None);
     }
 
+    #[test]
+    fn the_fuzz_entry_accepts_valid_encodings_and_survives_hostile_numbers() {
+        use crate::fuzzing::decode_all;
+        let body = encode_body("k", &BTreeMap::new(), None, b"{}");
+        assert_eq!(decode_all(&body), 1);
+        assert_eq!(
+            decode_all(encode_retry(&RetryPolicy::default()).as_bytes()),
+            1
+        );
+        let config = encode_config(&QueueConfig::default()).join("\n");
+        assert_eq!(decode_all(config.as_bytes()), 1);
+        let retry = encode_retry(&RetryPolicy::default());
+        let limited = QueueConfig {
+            rate_limit: Some(floodway_core::RateLimit {
+                rate: 5.0,
+                burst: 3,
+            }),
+            watermarks: Some(floodway_core::Watermarks { high: 10, low: 5 }),
+            ..QueueConfig::default()
+        };
+        let config = encode_config(&limited).join("\n");
+        for valid in [&retry, &config] {
+            for hostile in [
+                "NaN",
+                "inf",
+                "-inf",
+                "1e309",
+                "-0",
+                "18446744073709551616",
+                "",
+            ] {
+                for (i, _) in valid.match_indices(|c: char| c.is_ascii_digit()) {
+                    let mut text = valid.clone();
+                    text.replace_range(i..=i, hostile);
+                    decode_all(text.as_bytes());
+                }
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn id_order_within_a_shard_is_tid_order(
@@ -880,6 +932,30 @@ mod tests {
             let bytes = encode_body(&kind, &headers, timeout, &payload);
             let body = decode_body(&bytes).unwrap();
             prop_assert_eq!(body, Body { kind, headers, timeout, payload });
+        }
+
+        #[test]
+        fn every_decoder_survives_random_and_mutated_input(
+            seed in prop_oneof![
+                Just(encode_body("kind", &BTreeMap::from([("h".to_owned(), "v".to_owned())]), Some(Duration::from_secs(5)), b"{\"a\":1}")),
+                Just(encode_retry(&RetryPolicy::default()).into_bytes()),
+                Just(encode_config(&QueueConfig::default()).join("\n").into_bytes()),
+                prop::collection::vec(any::<u8>(), 0..64),
+            ],
+            flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+            cut in any::<usize>(),
+        ) {
+            let mut bytes = seed;
+            for (at, bits) in flips {
+                if !bytes.is_empty() {
+                    let at = at % bytes.len();
+                    bytes[at] ^= bits;
+                }
+            }
+            if cut % 3 == 0 && !bytes.is_empty() {
+                bytes.truncate(cut % bytes.len());
+            }
+            crate::fuzzing::decode_all(&bytes);
         }
 
         #[test]

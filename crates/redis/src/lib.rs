@@ -62,6 +62,8 @@ mod broker;
 mod codec;
 mod connection;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod health;
 pub mod limits;
 mod options;

@@ -207,6 +207,7 @@ impl From<BrokerError> for ApiError {
                 (ErrorCode::LimitReached, ErrorDetails::default(), None)
             }
             BrokerError::Unavailable(_) => (ErrorCode::Unavailable, ErrorDetails::default(), None),
+            BrokerError::StorageFull(_) => (ErrorCode::StorageFull, ErrorDetails::default(), None),
             // A variant added to the core after this server was written: say what it is, as a
             // bug to fix here, rather than guess its status.
             other => {
@@ -307,5 +308,8 @@ mod tests {
             ApiError::from(BrokerError::Unavailable("disk".into())).status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
+        let full = ApiError::from(BrokerError::StorageFull("no space".into()));
+        assert_eq!(full.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(full.code().as_str(), "storage_full");
     }
 }

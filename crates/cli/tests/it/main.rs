@@ -6,9 +6,11 @@
 
 mod admin;
 mod bad_input;
+mod clock;
 mod crash;
 mod demo;
 mod deploy;
+mod disk_full;
 mod python_worker;
 mod secrets;
 mod serve;

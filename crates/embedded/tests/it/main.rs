@@ -2,6 +2,10 @@
 //! The behaviour every broker shares is tested by the conformance suite (`conformance.rs`);
 //! `storage.rs` covers what only this broker has: its files, recovery and group commit.
 
+mod clock;
 mod conformance;
+mod disk_full;
 mod limits;
+mod power_loss;
+mod recovery_fuzz;
 mod storage;

@@ -98,6 +98,7 @@ pub(crate) async fn list(
         (status = 429, description = "The token's rate limit is exhausted.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The broker is unavailable; the outcome is unknown.", body = ErrorBody),
+        (status = 507, description = "The broker's storage is full; nothing was changed.", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -137,6 +138,7 @@ pub(crate) async fn replay(
         (status = 429, description = "The token's rate limit is exhausted.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The broker is unavailable; the outcome is unknown.", body = ErrorBody),
+        (status = 507, description = "The broker's storage is full; nothing was changed.", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -188,6 +190,7 @@ pub(crate) struct PurgeParams {
         (status = 429, description = "The token's rate limit is exhausted.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The broker is unavailable; the outcome is unknown.", body = ErrorBody),
+        (status = 507, description = "The broker's storage is full; nothing was changed.", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

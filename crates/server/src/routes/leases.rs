@@ -45,6 +45,7 @@ const CONSUME: &[Scope] = &[Scope::Consume, Scope::Admin];
         (status = 429, description = "The token's rate limit is exhausted.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The broker is unavailable.", body = ErrorBody),
+        (status = 507, description = "The broker's storage is full; nothing was changed.", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -91,6 +92,7 @@ pub(crate) async fn reserve(
         (status = 429, description = "The token's rate limit is exhausted.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The broker is unavailable; the outcome is unknown.", body = ErrorBody),
+        (status = 507, description = "The broker's storage is full; nothing was changed.", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -125,6 +127,7 @@ pub(crate) async fn ack(
         (status = 429, description = "The token's rate limit is exhausted.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The broker is unavailable; the outcome is unknown.", body = ErrorBody),
+        (status = 507, description = "The broker's storage is full; nothing was changed.", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -187,6 +190,7 @@ fn answer_leases(one: bool, results: &[Result<(), Refusal>]) -> Result<Response,
         (status = 429, description = "The token's rate limit is exhausted.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The broker is unavailable; the outcome is unknown.", body = ErrorBody),
+        (status = 507, description = "The broker's storage is full; nothing was changed.", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -256,6 +260,7 @@ pub(crate) async fn fail(
         (status = 429, description = "The token's rate limit is exhausted.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The broker is unavailable; the outcome is unknown.", body = ErrorBody),
+        (status = 507, description = "The broker's storage is full; nothing was changed.", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -318,6 +323,7 @@ pub(crate) async fn extend(
         (status = 429, description = "The token's rate limit is exhausted.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The broker is unavailable; the outcome is unknown.", body = ErrorBody),
+        (status = 507, description = "The broker's storage is full; nothing was changed.", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

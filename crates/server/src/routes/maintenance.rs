@@ -24,6 +24,7 @@ use crate::wire::{CountResponse, ErrorBody};
         (status = 429, description = "The token's rate limit is exhausted.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The broker is unavailable.", body = ErrorBody),
+        (status = 507, description = "The broker's storage is full; nothing was changed.", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -49,6 +50,7 @@ pub(crate) async fn promote(
         (status = 429, description = "The token's rate limit is exhausted.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The broker is unavailable.", body = ErrorBody),
+        (status = 507, description = "The broker's storage is full; nothing was changed.", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

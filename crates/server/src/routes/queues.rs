@@ -102,6 +102,7 @@ pub(crate) async fn stats(
         (status = 429, description = "The token's rate limit is exhausted.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The broker is unavailable.", body = ErrorBody),
+        (status = 507, description = "The broker's storage is full; nothing was changed.", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -142,6 +143,7 @@ pub(crate) async fn configure(
         (status = 429, description = "The token's rate limit is exhausted.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The broker is unavailable.", body = ErrorBody),
+        (status = 507, description = "The broker's storage is full; nothing was changed.", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -170,6 +172,7 @@ pub(crate) async fn pause(
         (status = 429, description = "The token's rate limit is exhausted.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The broker is unavailable.", body = ErrorBody),
+        (status = 507, description = "The broker's storage is full; nothing was changed.", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

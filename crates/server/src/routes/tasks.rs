@@ -48,6 +48,7 @@ use crate::wire::{
         (status = 429, description = "The queue is full (`queue_full`), above its high watermark (`queue_overloaded`), or the token's rate limit is exhausted (`rate_limited`); nothing was written.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The broker is unavailable; nothing was acknowledged.", body = ErrorBody),
+        (status = 507, description = "The broker's storage is full; nothing was changed.", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -265,6 +266,7 @@ pub(crate) async fn list_page(
         (status = 429, description = "The token's rate limit is exhausted.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The broker is unavailable.", body = ErrorBody),
+        (status = 507, description = "The broker's storage is full; nothing was changed.", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

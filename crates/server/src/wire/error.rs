@@ -77,6 +77,9 @@ pub enum ErrorCode {
     Unavailable,
     /// 503: the request did not finish in time; it may or may not have taken effect.
     Timeout,
+    /// 507: the broker's storage is full; nothing was changed. Reads still work, and changes
+    /// are accepted again once space is freed on the broker's disk.
+    StorageFull,
     /// 500: a bug in floodway.
     Internal,
 }
@@ -106,6 +109,7 @@ impl ErrorCode {
             ErrorCode::LimitReached => "limit_reached",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Timeout => "timeout",
+            ErrorCode::StorageFull => "storage_full",
             ErrorCode::Internal => "internal",
         }
     }
@@ -125,6 +129,7 @@ impl ErrorCode {
             ErrorCode::QueueFull | ErrorCode::QueueOverloaded | ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable | ErrorCode::Timeout => 503,
+            ErrorCode::StorageFull => 507,
         }
     }
 }

@@ -9,6 +9,7 @@ mod backpressure;
 mod browser;
 mod dashboard;
 mod errors;
+mod fuzz;
 mod limits;
 mod metrics;
 mod openapi;
