@@ -14,6 +14,10 @@
 //! A full or overloaded queue (`QueueFull`, `Overloaded`: backpressure) ends the command with
 //! exit code 1 instead of waiting: this process holds the data directory, so no worker can
 //! drain the queue while it waits.
+//!
+//! Each call to the broker runs in an `enqueue` span that starts a trace (or continues
+//! `TRACEPARENT` from the environment), and each task without a `traceparent` header gets the
+//! span's, as `floodway_client::Producer` does, so workers continue it.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -27,6 +31,7 @@ use floodway_core::{
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::data::{Access, Global};
 use crate::exit::bad_input;
@@ -114,7 +119,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             let key = task.idempotency_key.clone();
             let enqueued = global
                 .with_broker(Access::Create, async |broker| {
-                    Ok(broker.enqueue(&queue, vec![task]).await?)
+                    Ok(enqueue_traced(broker, &queue, vec![task]).await?)
                 })
                 .await?;
             let Enqueued { id, duplicate } = enqueued[0];
@@ -450,14 +455,16 @@ async fn enqueue_stream(
         }
         if !tasks.is_empty() {
             let batch = std::mem::take(&mut tasks);
-            let enqueued = broker.enqueue(queue, batch).await.with_context(|| {
-                format!(
-                    "enqueueing lines {}-{} failed; the {} lines before them were enqueued",
-                    lines[0],
-                    lines[lines.len() - 1],
-                    summary.enqueued
-                )
-            })?;
+            let enqueued = enqueue_traced(broker, queue, batch)
+                .await
+                .with_context(|| {
+                    format!(
+                        "enqueueing lines {}-{} failed; the {} lines before them were enqueued",
+                        lines[0],
+                        lines[lines.len() - 1],
+                        summary.enqueued
+                    )
+                })?;
             write_ids(&lines, &enqueued, json).with_context(|| {
                 format!(
                     "writing the ids of lines {}-{} to stdout failed (they were enqueued)",
@@ -509,6 +516,32 @@ fn write_ids(lines: &[u64], enqueued: &[Enqueued], json: bool) -> anyhow::Result
     }
     stdout.flush()?;
     Ok(())
+}
+
+/// Enqueues `tasks` in an `enqueue` span whose trace context each task lacking one gets: the
+/// context in `TRACEPARENT` and `TRACESTATE` when the caller (a script in a traced job) set
+/// them, else a new trace.
+async fn enqueue_traced<B: Broker>(
+    broker: &B,
+    queue: &QueueName,
+    mut tasks: Vec<NewTask>,
+) -> Result<Vec<Enqueued>, BrokerError> {
+    let span = floodway_trace::span!(
+        tracing::Level::INFO,
+        "enqueue",
+        queue = %queue,
+        tasks = tasks.len()
+    );
+    let caller = std::env::var("TRACEPARENT").ok().and_then(|traceparent| {
+        let tracestate = std::env::var("TRACESTATE").ok();
+        floodway_core::TraceContext::parse(&traceparent, tracestate.as_deref()).ok()
+    });
+    let parent = caller.as_ref().map_or(
+        floodway_trace::Parent::Current,
+        floodway_trace::Parent::Remote,
+    );
+    floodway_trace::start(&span, parent).inject(&mut tasks);
+    broker.enqueue(queue, tasks).instrument(span).await
 }
 
 #[cfg(test)]

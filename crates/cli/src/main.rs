@@ -160,7 +160,8 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return exit::usage(error),
     };
-    logging::install(cli.global.log_format, cli.global.verbose);
+    // Held to the end of main: dropping it flushes the spans still to be exported.
+    let _telemetry = logging::install(cli.global.log_format, cli.global.verbose);
     output::hide_progress(cli.global.json);
     let global = Global {
         data: cli.global.data,

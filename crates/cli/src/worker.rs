@@ -12,9 +12,10 @@
 //!   draining a queue.
 //! - `--run exec --exec CMD` runs `sh -c CMD` per task, with the payload on stdin and the
 //!   task in `FLOODWAY_TASK_ID`, `FLOODWAY_TASK_KIND`, `FLOODWAY_QUEUE` and
-//!   `FLOODWAY_ATTEMPT`: exit status 0 completes the task, 65 (EX_DATAERR) fails it for good
-//!   (dead letter), anything else is retried with backoff. A worker in any language, without
-//!   HTTP code.
+//!   `FLOODWAY_ATTEMPT`, and its trace context (the worker's `handle` span as the parent) in
+//!   `TRACEPARENT` and `TRACESTATE`, the OpenTelemetry names for it: exit status 0 completes
+//!   the task, 65 (EX_DATAERR) fails it for good (dead letter), anything else is retried with
+//!   backoff. A worker in any language, without HTTP code.
 //!
 //! The worker shuts down gracefully on SIGINT or SIGTERM, or once `--max-tasks` tasks have
 //! finished (completed or dead-lettered).
@@ -50,7 +51,8 @@ What the worker does with each task of the given kinds (--run):
          complete it (the default; pipe it into jq or another program)
   noop   complete it at once (benchmarks, draining a queue)
   exec   run `sh -c COMMAND` (--exec) with the payload on stdin and FLOODWAY_TASK_ID,
-         FLOODWAY_TASK_KIND, FLOODWAY_QUEUE, FLOODWAY_ATTEMPT in the environment: exit 0
+         FLOODWAY_TASK_KIND, FLOODWAY_QUEUE, FLOODWAY_ATTEMPT (and TRACEPARENT, TRACESTATE)
+         in the environment: exit 0
          completes the task, 65 fails it for good (dead letter), anything else retries it
 Tasks of other kinds are failed with \"no handler\" and retried later, as by any worker.
 With --listen ADDR the worker serves its metrics (docs/metrics.md) at /metrics, and /healthz
@@ -328,7 +330,13 @@ fn print_task(ctx: &TaskContext, payload: &[u8]) -> std::io::Result<()> {
 
 /// Runs `command` for one task; its exit status decides the outcome.
 async fn exec(command: &str, ctx: &TaskContext, payload: Vec<u8>) -> Outcome {
-    let child = tokio::process::Command::new("sh")
+    let mut command_line = tokio::process::Command::new("sh");
+    // The task's tracestate, never one this worker inherited.
+    match &ctx.trace_context().state {
+        Some(state) => command_line.env("TRACESTATE", state),
+        None => command_line.env_remove("TRACESTATE"),
+    };
+    let child = command_line
         .arg("-c")
         .arg(command)
         .env("FLOODWAY_TASK_ID", ctx.id().to_string())
@@ -337,6 +345,7 @@ async fn exec(command: &str, ctx: &TaskContext, payload: Vec<u8>) -> Outcome {
         .env("FLOODWAY_ATTEMPT", ctx.attempt().to_string())
         // The command gets the task, not the worker's credentials.
         .env_remove("FLOODWAY_TOKEN")
+        .env("TRACEPARENT", ctx.traceparent().to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())

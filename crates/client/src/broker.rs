@@ -5,6 +5,12 @@
 //! turned back into exactly what a local broker returns: the same values, the same per-item
 //! refusals, the same [`BrokerError`] variants. The conformance suite runs against this broker
 //! (through a real server over an embedded broker) to prove it.
+//!
+//! `enqueue` is a producer's call: it runs in an `enqueue` span (level info, with the queue and
+//! the batch size), puts the span's trace context into every task that lacks one, and sends it
+//! as the request's `traceparent` too, so the server's span and the worker's `handle` span
+//! continue the caller's trace. The other calls run in their caller's spans (the worker
+//! runtime's `reserve`, `ack`, `fail`, `extend`, `release`).
 
 use std::time::Duration;
 
@@ -14,9 +20,11 @@ use floodway_core::{
     Reservation, ReserveRequest, Task, TaskFilter, TaskId,
 };
 use floodway_server::wire;
+use floodway_trace::Parent;
 use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::{Instrument, Level};
 
 use crate::config::ClientConfig;
 use crate::error::ClientError;
@@ -108,12 +116,24 @@ impl Broker for HttpBroker {
         tasks: Vec<NewTask>,
     ) -> Result<Vec<Enqueued>, BrokerError> {
         let sent = tasks.len();
+        let mut tasks = tasks;
+        let span = floodway_trace::span!(Level::INFO, "enqueue", queue = %queue, tasks = sent);
+        let trace = floodway_trace::start(&span, Parent::Current);
+        trace.inject(&mut tasks);
         let body = wire::TaskBatch {
             tasks: tasks.iter().map(wire::TaskSpec::from_core).collect(),
         };
         let answer: wire::EnqueueResponse = self
-            .post(&format!("/v1/queues/{queue}/tasks"), &body)
-            .await?;
+            .transport
+            .call_traced(
+                Method::POST,
+                &format!("/v1/queues/{queue}/tasks"),
+                Some(&body),
+                &trace,
+            )
+            .instrument(span)
+            .await
+            .map_err(BrokerError::from)?;
         Ok(check_count(answer.tasks, sent)?
             .into_iter()
             .map(|t| Enqueued {

@@ -39,6 +39,12 @@
 //! ```
 //!
 //! The breaker and the retry delay are `floodway-backpressure`'s, fed with tokio's clock.
+//!
+//! **Trace context.** Each `enqueue` runs in an `enqueue` span (level info: queue, batch size,
+//! attempts, outcome) that continues the caller's trace (OpenTelemetry's current span with
+//! the `opentelemetry` feature, or the handler this runs in), or starts a new one, and every
+//! task that lacks a `traceparent` header gets the span's (`floodway_core::TraceContext::inject`),
+//! so the worker's `handle` span continues it. Over HTTP the request carries it too.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -47,10 +53,13 @@ use std::time::Duration;
 use floodway_backpressure::{BreakerConfig, BreakerState, CircuitBreaker, retry_delay};
 #[cfg(doc)]
 use floodway_core::BrokerError;
-use floodway_core::{Broker, Enqueued, NewTask, QueueName};
+use floodway_core::{Broker, Enqueued, NewTask, QueueName, TraceContext};
 use floodway_server::wire;
+use floodway_trace::Parent;
 use reqwest::Method;
 use tokio::time::Instant;
+use tracing::field::Empty;
+use tracing::{Instrument, Level, Span};
 
 use crate::config::ClientConfig;
 use crate::error::ClientError;
@@ -108,12 +117,13 @@ mod sealed {
 /// [`Broker`] in the same process. Implemented by this crate only; it decides how failures
 /// are read, which the producer's retry and breaker depend on.
 pub trait Destination: sealed::Sealed + Send + Sync + 'static {
-    /// One attempt to enqueue `tasks` into `queue` as one batch.
+    /// One attempt to enqueue `tasks` into `queue` as one batch, within the trace `trace`.
     #[doc(hidden)]
     fn send(
         &self,
         queue: &QueueName,
         tasks: &[NewTask],
+        trace: &TraceContext,
     ) -> impl Future<Output = Result<Vec<Enqueued>, ClientError>> + Send;
 }
 
@@ -134,6 +144,7 @@ impl Destination for HttpDestination {
         &self,
         queue: &QueueName,
         tasks: &[NewTask],
+        trace: &TraceContext,
     ) -> Result<Vec<Enqueued>, ClientError> {
         let body = wire::TaskBatch {
             tasks: tasks.iter().map(wire::TaskSpec::from_core).collect(),
@@ -141,7 +152,7 @@ impl Destination for HttpDestination {
         let path = format!("/v1/queues/{queue}/tasks");
         let answer: wire::EnqueueResponse = self
             .transport
-            .call(Method::POST, &path, Some(&body), Duration::ZERO)
+            .call_traced(Method::POST, &path, Some(&body), trace)
             .await?;
         Ok(answer
             .tasks
@@ -162,8 +173,10 @@ impl<B: Broker> Destination for B {
         &self,
         queue: &QueueName,
         tasks: &[NewTask],
+        _trace: &TraceContext,
     ) -> Result<Vec<Enqueued>, ClientError> {
-        // The broker takes the batch by value, and a retry needs it again.
+        // The tasks carry the trace already. The broker takes the batch by value, and a retry
+        // needs it again.
         self.enqueue(queue, tasks.to_vec())
             .await
             .map_err(ClientError::Broker)
@@ -294,14 +307,48 @@ impl<D: Destination> Producer<D> {
     pub async fn enqueue(
         &self,
         queue: &QueueName,
-        tasks: Vec<NewTask>,
+        mut tasks: Vec<NewTask>,
+    ) -> Result<Vec<Enqueued>, ClientError> {
+        let span = floodway_trace::span!(
+            Level::INFO,
+            "enqueue",
+            queue = %queue,
+            tasks = tasks.len(),
+            attempts = Empty,
+            outcome = Empty
+        );
+        let trace = floodway_trace::start(&span, Parent::Current);
+        trace.inject(&mut tasks);
+        let result = self
+            .enqueue_traced(queue, &tasks, &trace, &span)
+            .instrument(span.clone())
+            .await;
+        span.record(
+            "outcome",
+            match &result {
+                Ok(_) => "ok",
+                Err(error) => error.code().map_or("error", |code| code.as_str()),
+            },
+        );
+        span.in_scope(|| tracing::debug!("enqueue finished"));
+        result
+    }
+
+    /// [`Producer::enqueue`] once the tasks carry their trace context.
+    async fn enqueue_traced(
+        &self,
+        queue: &QueueName,
+        tasks: &[NewTask],
+        trace: &TraceContext,
+        span: &Span,
     ) -> Result<Vec<Enqueued>, ClientError> {
         let idempotent = tasks.iter().all(|t| t.idempotency_key.is_some());
         let deadline = Instant::now() + self.config.deadline;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let error = match self.attempt(queue, &tasks).await {
+            span.record("attempts", attempt);
+            let error = match self.attempt(queue, tasks, trace).await {
                 Ok(enqueued) => return Ok(enqueued),
                 Err(error) => error,
             };
@@ -349,6 +396,7 @@ impl<D: Destination> Producer<D> {
         &self,
         queue: &QueueName,
         tasks: &[NewTask],
+        trace: &TraceContext,
     ) -> Result<Vec<Enqueued>, ClientError> {
         let before = {
             let mut breaker = self.lock_breaker();
@@ -357,7 +405,7 @@ impl<D: Destination> Producer<D> {
             breaker.check(now)?;
             before
         };
-        let result = self.destination.send(queue, tasks).await;
+        let result = self.destination.send(queue, tasks, trace).await;
         let after = {
             let mut breaker = self.lock_breaker();
             let now = self.now();

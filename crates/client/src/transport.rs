@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use floodway_core::TraceContext;
+use floodway_core::trace::{TRACEPARENT_HEADER, TRACESTATE_HEADER};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -79,12 +81,42 @@ impl Transport {
         body: Option<&impl Serialize>,
         wait: Duration,
     ) -> Result<R, ClientError> {
+        self.send(method, path, body, wait, None).await
+    }
+
+    /// [`Transport::call`] with `trace` in the request's `traceparent` and `tracestate`
+    /// headers, so the server's span continues the caller's trace.
+    pub(crate) async fn call_traced<R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        trace: &TraceContext,
+    ) -> Result<R, ClientError> {
+        self.send(method, path, body, Duration::ZERO, Some(trace))
+            .await
+    }
+
+    async fn send<R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        wait: Duration,
+        trace: Option<&TraceContext>,
+    ) -> Result<R, ClientError> {
         let mut request = self
             .client
             .request(method, format!("{}{path}", self.base))
             .timeout(self.timeout + wait);
         if let Some(authorization) = &self.authorization {
             request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        if let Some(trace) = trace {
+            request = request.header(TRACEPARENT_HEADER, trace.parent.to_string());
+            if let Some(state) = &trace.state {
+                request = request.header(TRACESTATE_HEADER, state.as_str());
+            }
         }
         if let Some(body) = body {
             let bytes = serde_json::to_vec(body).map_err(|error| {

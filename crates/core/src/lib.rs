@@ -20,6 +20,7 @@ pub mod retry;
 pub mod state;
 pub mod task;
 pub mod time;
+pub mod trace;
 
 pub use broker::{
     Broker, Capabilities, DeadSelector, EffectRecord, Enqueued, FailOutcome, Failure, LeaseResults,
@@ -38,3 +39,4 @@ pub use retry::{Jitter, RetryPolicy};
 pub use state::{DeadReason, Event, IllegalTransition, TaskState, transition};
 pub use task::{Effects, Headers, NewTask, Task};
 pub use time::{Clock, ManualClock, MonotonicClock, SystemClock, Timestamp};
+pub use trace::{SpanId, TraceContext, TraceFlags, TraceId, TraceParent};

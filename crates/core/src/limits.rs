@@ -28,6 +28,10 @@ pub const HEADERS_MAX: usize = 32;
 /// Longest header name or value, in bytes.
 pub const HEADER_LEN_MAX: usize = 1024;
 
+/// Longest `tracestate` a task carries, in bytes: the W3C recommendation's own limit. A longer
+/// one is dropped (the `traceparent` is kept).
+pub const TRACESTATE_LEN_MAX: usize = 512;
+
 /// Longest error message kept with a failed attempt, in bytes; longer messages are truncated.
 pub const ERROR_LEN_MAX: usize = 4096;
 
@@ -75,6 +79,9 @@ const _: () = {
     assert!(ERROR_LEN_MAX < PAYLOAD_BYTES_MAX);
     assert!(COMPLETED_RETAIN_MAX as u64 <= QUEUE_LENGTH_MAX);
     assert!(DEAD_RETAIN_MAX <= QUEUE_LENGTH_MAX);
+    // A task's trace context fits in its headers.
+    assert!(TRACESTATE_LEN_MAX <= HEADER_LEN_MAX);
+    assert!(HEADERS_MAX >= 2);
 };
 
 /// The largest concurrency limit a queue or key may set.

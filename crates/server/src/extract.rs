@@ -1,12 +1,14 @@
 //! Request extractors that answer every problem with an [`ApiError`], never with axum's plain
 //! text rejections: the caller's identity and rate limit, path and query parameters, and JSON
-//! bodies (content type, size, syntax, and the field a value breaks).
+//! bodies (content type, size, syntax, and the field a value breaks), and the request's W3C
+//! trace context.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
-use floodway_core::{QueueName, TaskId};
+use floodway_core::trace::{TRACEPARENT_HEADER, TRACESTATE_HEADER};
+use floodway_core::{QueueName, TaskId, TraceContext};
 use serde::Deserializer;
 use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
@@ -27,6 +29,26 @@ impl FromRequestParts<AppState> for Caller {
             tracing::Span::current().record("token", name);
         }
         Ok(caller)
+    }
+}
+
+/// The request's W3C trace context (`traceparent`, `tracestate` headers); `None` when it has
+/// none or a malformed one, which is ignored as the recommendation asks (never refused).
+pub(crate) struct IncomingTrace(pub(crate) Option<TraceContext>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IncomingTrace {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let header = |name| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|value: &axum::http::HeaderValue| value.to_str().ok())
+        };
+        Ok(IncomingTrace(header(TRACEPARENT_HEADER).and_then(
+            |traceparent| TraceContext::parse(traceparent, header(TRACESTATE_HEADER)).ok(),
+        )))
     }
 }
 

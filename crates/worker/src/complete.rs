@@ -16,6 +16,9 @@
 //! owns the task. A call that fails because the broker is unavailable is retried up to
 //! [`crate::limits::SETTLE_ATTEMPTS_MAX`] times with backoff, then abandoned: the lease
 //! expires and the task runs again (at-least-once).
+//!
+//! Each call runs in a span named for it (`ack`, `fail`, `release`; level debug) with the
+//! number of `leases` it settles; a refusal is logged inside it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +28,7 @@ use floodway_core::{
     Broker, BrokerError, FailOutcome, Failure, LeaseRef, Refusal, RetryDecision, TaskState,
 };
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::capacity::LeasePermit;
@@ -99,10 +103,13 @@ async fn settle<B: Broker>(broker: &B, batch: &[Settlement], counters: &Counters
             Action::Release => releases.push(settlement.lease),
         }
     }
+    let failed = fails.len();
+    // One span per call (level debug), named for the call, with the batch's size.
     tokio::join!(
-        ack(broker, &acks, counters),
-        fail(broker, fails, counters),
-        release(broker, &releases, counters),
+        ack(broker, &acks, counters).instrument(tracing::debug_span!("ack", leases = acks.len())),
+        fail(broker, fails, counters).instrument(tracing::debug_span!("fail", leases = failed)),
+        release(broker, &releases, counters)
+            .instrument(tracing::debug_span!("release", leases = releases.len())),
     );
 }
 

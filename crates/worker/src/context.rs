@@ -5,12 +5,17 @@
 //! lease is lost). Cloning it is cheap, so a handler can hand it to work it spawns. It also
 //! carries the task's recorded side effects and a way to the broker, for
 //! [`TaskContext::effect`] (in [`crate::effect`]).
+//!
+//! Its trace context is the `handle` span's (set by the supervisor as the span starts): a
+//! handler passes it downstream ([`TaskContext::traceparent`]) and a task it enqueues through
+//! a producer continues it without being told (`floodway_trace::scope`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use floodway_core::{
     Effects, Fence, Headers, LeaseRef, QueueName, Refusal, Reservation, TaskId, Timestamp,
+    TraceContext, TraceId, TraceParent,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +41,12 @@ struct Inner {
     max_attempts: u32,
     priority: u8,
     headers: Headers,
+    /// The trace context in the task's headers (the producer's span), if it carried a valid
+    /// one. Read by the supervisor to continue the trace.
+    remote_trace: Option<TraceContext>,
+    /// The `handle` span's context, set by the supervisor when the span starts (before the
+    /// handler does); read by the handler through [`TaskContext::trace_context`].
+    trace: OnceLock<TraceContext>,
     created_at: Timestamp,
     fence: Fence,
     worker: Arc<str>,
@@ -75,6 +86,8 @@ impl TaskContext {
                 attempt: task.attempt,
                 max_attempts: task.retry.max_attempts,
                 priority: task.priority,
+                remote_trace: TraceContext::from_headers(&task.headers),
+                trace: OnceLock::new(),
                 headers: task.headers.clone(),
                 created_at: task.created_at,
                 fence: reservation.lease.fence,
@@ -132,6 +145,44 @@ impl TaskContext {
     /// One header's value.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.inner.headers.get(name).map(String::as_str)
+    }
+
+    /// The trace context of this attempt: the trace the producer started (or continued), with
+    /// the worker's `handle` span as the parent. Pass it to what the handler calls, or put it
+    /// on tasks enqueued without a producer, so their spans join the trace. A task enqueued
+    /// through a `floodway_client::Producer` from inside the handler continues it by itself.
+    ///
+    /// A task that carried no context starts a trace of its own here.
+    pub fn trace_context(&self) -> &TraceContext {
+        // The supervisor sets it before the handler starts; this fallback only serves a read
+        // before that, which the runtime never makes.
+        self.inner
+            .trace
+            .get_or_init(|| match &self.inner.remote_trace {
+                Some(remote) => remote.clone(),
+                None => floodway_trace::new_trace(),
+            })
+    }
+
+    /// The W3C `traceparent` of this attempt ([`TaskContext::trace_context`]): format it
+    /// (`to_string()`) into an outgoing request's `traceparent` header.
+    pub fn traceparent(&self) -> TraceParent {
+        self.trace_context().parent
+    }
+
+    /// The trace this task's life belongs to.
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_context().parent.trace_id
+    }
+
+    /// The trace context the producer put in the task's headers, if any.
+    pub(crate) fn remote_trace(&self) -> Option<&TraceContext> {
+        self.inner.remote_trace.as_ref()
+    }
+
+    /// Records the `handle` span's context; the first one set stays.
+    pub(crate) fn set_trace(&self, trace: TraceContext) {
+        let _ = self.inner.trace.set(trace);
     }
 
     /// When the broker accepted the task.

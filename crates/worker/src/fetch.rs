@@ -15,12 +15,16 @@
 //! (a disk sync, or a round trip to a server). Room freed meanwhile is then put to work
 //! without waiting for that call, and the bound holds because every loop draws on the same
 //! permits.
+//!
+//! Each call to the broker runs in a `reserve` span (level debug) with the queue, the number
+//! of tasks asked for (`max`) and received (`tasks`).
 
 use std::sync::Arc;
 
 use floodway_core::{Broker, Reservation, ReserveRequest};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::capacity::QueueCapacity;
@@ -83,8 +87,21 @@ pub(crate) async fn run<B: Broker>(runtime: Arc<Runtime<B>>, queue: Arc<QueueCap
             ReserveRequest::new(queue.queue.clone(), permits.num_permits(), settings.lease)
                 .wait(settings.poll_wait)
                 .worker(&*settings.name);
-        match runtime.broker.reserve(request).await {
+        // One `reserve` span per call (debug: a long poll per fetch loop is frequent).
+        let span = tracing::debug_span!(
+            "reserve",
+            queue = %queue.queue,
+            max = permits.num_permits(),
+            tasks = tracing::field::Empty
+        );
+        let reserved = runtime
+            .broker
+            .reserve(request)
+            .instrument(span.clone())
+            .await;
+        match reserved {
             Ok(reservations) => {
+                span.record("tasks", reservations.len());
                 backoff.reset();
                 dispatch(&runtime, &queue, reservations, permits).await;
                 // The tasks now count against their kinds; the claim's room is free again.

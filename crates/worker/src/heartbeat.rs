@@ -23,6 +23,7 @@ use floodway_core::{Broker, LeaseRef, limits};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::context::TaskContext;
 use crate::inflight::{Inflight, extend_at};
@@ -74,7 +75,16 @@ impl<B: Broker> Heartbeat<B> {
         }
         for chunk in due.chunks(limits::BATCH_SIZE_MAX) {
             let leases: Vec<LeaseRef> = chunk.iter().map(TaskContext::lease).collect();
-            match self.broker.extend(&leases, self.lease).await {
+            // One `extend` span per call (level debug), with the batch's size.
+            let span = tracing::debug_span!("extend", leases = leases.len());
+            let extended = self
+                .broker
+                .extend(&leases, self.lease)
+                .instrument(span.clone())
+                .await;
+            // Entered only for the logs below, which never wait.
+            let _entered = span.enter();
+            match extended {
                 Ok(results) => {
                     for (ctx, result) in chunk.iter().zip(results) {
                         match result {

@@ -46,6 +46,16 @@
 //! lease or an ack the broker never received, so side effects should be idempotent (see
 //! below).
 //!
+//! # Tracing
+//!
+//! Each attempt runs in a `handle` span (queue, kind, task id, attempt, outcome) that
+//! continues the trace in the task's `traceparent` header: same trace id, the producer's span
+//! as its parent (with the `opentelemetry` feature, as the OpenTelemetry parent too). The
+//! handler runs in that span's context: [`TaskContext::traceparent`] passes it downstream, and
+//! a task the handler enqueues through a `floodway_client::Producer` continues it by itself.
+//! The fetch loops, the completer and the heartbeat run their broker calls in `reserve`,
+//! `ack`, `fail`, `release` and `extend` spans (debug). See `floodway-trace`.
+//!
 //! # Backpressure in the worker
 //!
 //! **Pull, never push.** A worker reserves only what it has room for, so the tasks it cannot

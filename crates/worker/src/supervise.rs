@@ -30,21 +30,32 @@
 //! ([`crate::metrics`]) under how it ended: `complete`, `retry`, `fail`, `overloaded` (its
 //! outcome), `panic`, `timeout`, or `cancelled` (stopped because its lease was lost or the
 //! grace period ended). A payload that does not decode runs no handler and records nothing.
+//!
+//! The attempt runs in a `handle` span (level info) with the task's queue, kind, id and
+//! attempt, and its `outcome` once known (`completed`, `failed`, `overloaded`, `undecodable`,
+//! `panicked`, `timed_out`, `lease_lost`, `released`). The span continues the trace in the
+//! task's headers (`floodway_trace::start`): its trace id is the task's and its parent the
+//! producer's span; the handler runs in its context (`floodway_trace::scope`). Warnings about
+//! an attempt carry its `trace_id` themselves, so they correlate even when info spans are
+//! filtered out (the CLI's default level is warn).
 
 use std::any::Any;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use floodway_core::{Broker, RetryDecision};
+use floodway_trace::Parent;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinError;
 use tokio::time::Instant;
-use tracing::Instrument;
+use tracing::field::Empty;
+use tracing::{Instrument, Level, Span};
 
 use crate::capacity::{Assignment, Gauge, KindGate, KindSlot, LeasePermit, QueueCapacity, Signal};
 use crate::complete::{Action, Settlement};
 use crate::context::TaskContext;
-use crate::handler::{Handler, HandlerFuture};
+use crate::handler::Handler;
 use crate::metrics::HandlerOutcome;
 use crate::outcome::Outcome;
 use crate::report::Count;
@@ -198,9 +209,29 @@ async fn execute<B: Broker>(
     payload: Vec<u8>,
     timeout: Option<Duration>,
 ) -> (Option<Action>, Signal) {
+    let span = floodway_trace::span!(
+        Level::INFO,
+        "handle",
+        queue = %ctx.queue(),
+        kind = ctx.kind(),
+        task_id = %ctx.id(),
+        attempt = ctx.attempt(),
+        outcome = Empty
+    );
+    let parent = ctx.remote_trace().map_or(Parent::NewTrace, Parent::Remote);
+    let trace = floodway_trace::start(&span, parent);
+    ctx.set_trace(trace.clone());
     match handler.start(ctx.clone(), payload) {
         Err(error) => {
-            tracing::warn!(task = %ctx.id(), %error, "payload does not decode");
+            span.record("outcome", "undecodable");
+            span.in_scope(|| {
+                tracing::warn!(
+                    task = %ctx.id(),
+                    trace_id = %ctx.trace_id(),
+                    %error,
+                    "payload does not decode"
+                );
+            });
             let action = Action::Fail {
                 error,
                 retry: RetryDecision::Never,
@@ -208,8 +239,14 @@ async fn execute<B: Broker>(
             (Some(action), Signal::Neutral)
         }
         Ok(future) => {
+            // The handler runs in the span, with its context as the ambient one.
+            let future = floodway_trace::scope(trace, future).instrument(span.clone());
             let timeout = timeout.unwrap_or(handler.timeout);
-            attempt(runtime, ctx, queue, future, timeout).await
+            let ended = attempt(runtime, ctx, queue, future, timeout, &span)
+                .instrument(span.clone())
+                .await;
+            span.in_scope(|| tracing::debug!("attempt finished"));
+            ended
         }
     }
 }
@@ -245,17 +282,12 @@ async fn attempt<B: Broker>(
     runtime: &Runtime<B>,
     ctx: &TaskContext,
     queue: &QueueCapacity,
-    future: HandlerFuture,
+    future: impl Future<Output = Outcome> + Send + 'static,
     timeout: Duration,
+    span: &Span,
 ) -> (Option<Action>, Signal) {
-    let span = tracing::info_span!(
-        "task",
-        id = %ctx.id(),
-        kind = ctx.kind(),
-        attempt = ctx.attempt()
-    );
     let started = Instant::now();
-    let mut handler = tokio::spawn(future.instrument(span));
+    let mut handler = tokio::spawn(future);
     let ending = tokio::select! {
         biased;
         joined = &mut handler => Ending::Joined(joined),
@@ -276,8 +308,10 @@ async fn attempt<B: Broker>(
         // The lease was lost while the handler finished (an effect's confirmation was
         // refused, say): whatever it returned, the task is another reservation's now.
         Ending::Joined(_) | Ending::Cancelled if ctx.lease_lost() => {
+            span.record("outcome", "lease_lost");
             tracing::warn!(
                 task = %ctx.id(),
+                trace_id = %ctx.trace_id(),
                 kind = ctx.kind(),
                 fence = %ctx.fence(),
                 "lease lost: handler stopped and its result discarded"
@@ -286,8 +320,12 @@ async fn attempt<B: Broker>(
         }
         Ending::Joined(Ok(outcome)) => {
             let signal = match &outcome {
-                Outcome::Complete => Signal::Success,
+                Outcome::Complete => {
+                    span.record("outcome", "completed");
+                    Signal::Success
+                }
                 Outcome::Overloaded { error, retry_after } => {
+                    span.record("outcome", "overloaded");
                     runtime.counters.add(Count::Overloaded, 1);
                     tracing::info!(
                         task = %ctx.id(),
@@ -298,7 +336,10 @@ async fn attempt<B: Broker>(
                     );
                     Signal::Overloaded
                 }
-                _ => Signal::Neutral,
+                _ => {
+                    span.record("outcome", "failed");
+                    Signal::Neutral
+                }
             };
             let action = match outcome.into_failure() {
                 None => Action::Ack,
@@ -307,9 +348,16 @@ async fn attempt<B: Broker>(
             (Some(action), signal)
         }
         Ending::Joined(Err(error)) if error.is_panic() => {
+            span.record("outcome", "panicked");
             runtime.counters.add(Count::Panicked, 1);
             let message = panic_message(error.into_panic());
-            tracing::warn!(task = %ctx.id(), kind = ctx.kind(), %message, "handler panicked");
+            tracing::warn!(
+                task = %ctx.id(),
+                trace_id = %ctx.trace_id(),
+                kind = ctx.kind(),
+                %message,
+                "handler panicked"
+            );
             let action = Action::Fail {
                 error: format!("handler panicked: {message}"),
                 retry: RetryDecision::Backoff,
@@ -319,6 +367,7 @@ async fn attempt<B: Broker>(
         Ending::Joined(Err(_)) => {
             // Only the runtime shutting down cancels a handler task this supervisor did not
             // abort.
+            span.record("outcome", "failed");
             let action = Action::Fail {
                 error: "the handler was cancelled by the runtime".to_owned(),
                 retry: RetryDecision::Backoff,
@@ -326,19 +375,29 @@ async fn attempt<B: Broker>(
             (Some(action), Signal::Neutral)
         }
         Ending::TimedOut => {
+            span.record("outcome", "timed_out");
             runtime.counters.add(Count::TimedOut, 1);
             let error = format!(
                 "timed out after {}",
                 floodway_core::duration::format(timeout)
             );
-            tracing::warn!(task = %ctx.id(), kind = ctx.kind(), %error, "handler timed out");
+            tracing::warn!(
+                task = %ctx.id(),
+                trace_id = %ctx.trace_id(),
+                kind = ctx.kind(),
+                %error,
+                "handler timed out"
+            );
             let action = Action::Fail {
                 error,
                 retry: RetryDecision::Backoff,
             };
             (Some(action), Signal::TimedOut)
         }
-        Ending::Cancelled => (Some(Action::Release), Signal::Neutral),
+        Ending::Cancelled => {
+            span.record("outcome", "released");
+            (Some(Action::Release), Signal::Neutral)
+        }
     }
 }
 

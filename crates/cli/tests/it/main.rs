@@ -11,11 +11,14 @@ mod crash;
 mod demo;
 mod deploy;
 mod disk_full;
+#[cfg(feature = "otel-tests")]
+mod otel;
 mod python_worker;
 mod secrets;
 mod serve;
 mod serve_redis;
 mod serving;
+mod trace;
 mod watch;
 mod worker_metrics;
 

@@ -5,4 +5,5 @@
 mod conformance;
 mod producer;
 mod support;
+mod trace;
 mod worker;

@@ -1,11 +1,15 @@
 //! Workers over HTTP: reserve (long poll) and the lease calls, ack, fail, extend, release and
 //! recording side effects, each taking one lease or a batch and fenced by the lease token.
+//!
+//! Each broker call runs in a span named for it (`reserve`, `ack`, `fail`, `extend`,
+//! `release`, `effects`; level debug) with its batch's size, inside the request's span.
 
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use floodway_core::{LeaseRef, Refusal};
 use serde::Serialize;
+use tracing::Instrument;
 
 use super::{authorize_tasks, check_batch};
 use crate::app::{App, AppState};
@@ -63,7 +67,14 @@ pub(crate) async fn reserve(
     // out, and no answer carries more than the server's batch size.
     request.wait = request.wait.min(app.limits.reserve_wait_max);
     request.max = request.max.min(app.limits.batch_size_max);
-    let reservations = app.broker.reserve(request).await?;
+    let span = tracing::debug_span!(
+        "reserve",
+        queue = %request.queue,
+        max = request.max,
+        tasks = tracing::field::Empty
+    );
+    let reservations = app.broker.reserve(request).instrument(span.clone()).await?;
+    span.record("tasks", reservations.len());
     Ok(Json(ReserveResponse {
         tasks: reservations.iter().map(ReservedTask::from_core).collect(),
     }))
@@ -102,7 +113,11 @@ pub(crate) async fn ack(
     JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
     let (leases, one) = leases(&app, caller, &body).await?;
-    let results = app.broker.ack(&leases).await?;
+    let results = app
+        .broker
+        .ack(&leases)
+        .instrument(tracing::debug_span!("ack", leases = leases.len()))
+        .await?;
     answer_leases(one, &results)
 }
 
@@ -137,7 +152,11 @@ pub(crate) async fn release(
     JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
     let (leases, one) = leases(&app, caller, &body).await?;
-    let results = app.broker.release(&leases).await?;
+    let results = app
+        .broker
+        .release(&leases)
+        .instrument(tracing::debug_span!("release", leases = leases.len()))
+        .await?;
     answer_leases(one, &results)
 }
 
@@ -225,7 +244,8 @@ pub(crate) async fn fail(
         failures.iter().map(|f| f.lease.task_id),
     )
     .await?;
-    let results = app.broker.fail(failures).await?;
+    let span = tracing::debug_span!("fail", leases = failures.len());
+    let results = app.broker.fail(failures).instrument(span).await?;
     if one {
         return match &results[0] {
             Ok(outcome) => Ok(Json(FailResult::from_core(&Ok(*outcome))).into_response()),
@@ -279,7 +299,11 @@ pub(crate) async fn extend(
     check_batch(&app, leases.len())?;
     authorize_tasks(&app, caller, CONSUME, leases.iter().map(|l| l.task_id)).await?;
     let duration = duration.map_or(LEASE_DEFAULT, Into::into);
-    let results = app.broker.extend(&leases, duration).await?;
+    let results = app
+        .broker
+        .extend(&leases, duration)
+        .instrument(tracing::debug_span!("extend", leases = leases.len()))
+        .await?;
     if one {
         return match &results[0] {
             Ok(lease) => Ok(Json(ExtendResult::from_core(&Ok(*lease))).into_response()),
@@ -357,7 +381,8 @@ pub(crate) async fn record_effects(
         records.iter().map(|r| r.lease.task_id),
     )
     .await?;
-    let results = app.broker.record_effects(records).await?;
+    let span = tracing::debug_span!("effects", leases = records.len());
+    let results = app.broker.record_effects(records).instrument(span).await?;
     answer_leases(one, &results)
 }
 

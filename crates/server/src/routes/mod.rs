@@ -64,6 +64,20 @@ pub(crate) struct QueueParam {
     queue: String,
 }
 
+/// The W3C trace context headers, as the OpenAPI document describes them (`IncomingTrace`
+/// reads them).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code, reason = "a schema only")]
+pub(crate) struct TraceParams {
+    /// The caller's trace (W3C Trace Context): the tasks that lack a `traceparent` header
+    /// continue it. A malformed value is ignored.
+    #[param(example = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]
+    traceparent: Option<String>,
+    /// Vendor trace data carried with `traceparent`.
+    tracestate: Option<String>,
+}
+
 /// The `{id}` path parameter, as the OpenAPI document describes it (`TaskIdPath` parses it).
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]

@@ -4,7 +4,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use floodway_core::{TaskFilter, TaskId, limits as core_limits};
+use floodway_trace::Parent;
 use serde::Deserialize;
+use tracing::{Instrument, Level};
 use utoipa::IntoParams;
 
 use super::{authorize_tasks, check_batch};
@@ -12,7 +14,9 @@ use crate::app::AppState;
 use crate::auth::Caller;
 use crate::config::Scope;
 use crate::error::ApiError;
-use crate::extract::{JsonBytes, OneOrBatch, Query, QueuePath, TaskIdPath, parse_one_or_batch};
+use crate::extract::{
+    IncomingTrace, JsonBytes, OneOrBatch, Query, QueuePath, TaskIdPath, parse_one_or_batch,
+};
 use crate::limits;
 use crate::wire::{
     CancelBatch, CancelOne, DeadReason, EnqueueRequest, EnqueueResponse, EnqueuedTask, ErrorBody,
@@ -30,11 +34,15 @@ use crate::wire::{
 /// high watermark answers 429 `queue_overloaded` until it is back at or below its low one
 /// (`details` carry `length`, `high` and `low`). Both come with `Retry-After`; nothing was
 /// written, so trying the same request again later is always safe.
+///
+/// Trace context: each task without a `traceparent` header gets one, so the worker's span
+/// continues the trace: the request's `traceparent` (and `tracestate`) when it has one, else
+/// a new trace started by the server's `enqueue` span.
 #[utoipa::path(
     post,
     path = "/v1/queues/{queue}/tasks",
     tag = "tasks",
-    params(super::QueueParam),
+    params(super::QueueParam, super::TraceParams),
     request_body(content = EnqueueRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "At least one task was created.", body = EnqueueResponse),
@@ -56,6 +64,7 @@ pub(crate) async fn enqueue(
     State(app): State<AppState>,
     caller: Caller,
     QueuePath(queue): QueuePath,
+    IncomingTrace(incoming): IncomingTrace,
     JsonBytes(body): JsonBytes,
 ) -> Result<(StatusCode, Json<EnqueueResponse>), ApiError> {
     app.auth
@@ -79,8 +88,25 @@ pub(crate) async fn enqueue(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let answers = app.broker.enqueue(&queue, tasks).await?;
-    let status = if answers.iter().any(|a| !a.duplicate) {
+    let span = floodway_trace::span!(Level::INFO, "enqueue", queue = %queue, tasks = tasks.len());
+    let parent = incoming.as_ref().map_or(Parent::Current, Parent::Remote);
+    let own = floodway_trace::start(&span, parent);
+    // The tasks' parent should be a span a trace backend will hold: this one when it is
+    // exported to OpenTelemetry, else the caller's, passed on unchanged.
+    let context = match &incoming {
+        Some(incoming) if !floodway_trace::is_exported(&span) => incoming,
+        _ => &own,
+    };
+    let mut tasks = tasks;
+    context.inject(&mut tasks);
+    let answers = app
+        .broker
+        .enqueue(&queue, tasks)
+        .instrument(span.clone())
+        .await?;
+    let created = answers.iter().filter(|a| !a.duplicate).count();
+    span.in_scope(|| tracing::debug!(created, "enqueued"));
+    let status = if created > 0 {
         StatusCode::CREATED
     } else {
         StatusCode::OK
