@@ -117,7 +117,10 @@ pub(crate) fn tid(ms: u64, seq: u16) -> String {
 
 fn parse_tid(tid: &[u8]) -> Result<(u64, u16), Malformed> {
     let text = std::str::from_utf8(tid).map_err(|_| malformed("task id", "not text"))?;
-    if text.len() != 16 {
+    // Checked byte by byte before slicing: a 16-byte string with a multi-byte character in
+    // it must be refused, not split inside the character (found by the `redis_codec` fuzz
+    // target), and `from_str_radix` alone would accept a sign.
+    if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(malformed(
             "task id",
             format!("{text:?} is not 16 hex digits"),
@@ -887,6 +890,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Found by the `redis_codec` fuzz target (fuzz/artifacts, 2026-12-03): a 16-byte task-id
+    /// suffix with a two-byte character across the 12th byte was sliced inside the character.
+    #[test]
+    fn a_task_id_suffix_with_a_multibyte_character_is_refused_not_sliced() {
+        let crash = b"00000000|||\xd5\x83|||";
+        assert_eq!(crash.len(), 16);
+        assert!(tids_from(crash).is_err());
+        assert_eq!(crate::fuzzing::decode_all(crash), 0);
+        assert!(tids_from(b"+0000000000000a1").is_err(), "a sign is not a hex digit");
+        assert!(tids_from(b"00000000000a0001").is_ok());
     }
 
     proptest! {
