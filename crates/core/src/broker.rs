@@ -36,7 +36,9 @@
 //!   again later, at least once).
 //! - **Durability**: every call that returns `Ok` has made its changes durable, except that a
 //!   broker may answer `reserve` before the reservation is durable. A reservation lost in a
-//!   crash leaves the task ready again, and its fence stale for ever.
+//!   crash leaves the task ready again, and its fence stale for ever. But `reserve` never
+//!   hands out a task whose own enqueue (or the change that made it ready) is not yet
+//!   durable: a task that ran is never lost in a crash and enqueued again under a new id.
 //! - **Fences** grow by one with every reservation of a task, except that the first
 //!   reservation after a broker restarts may skip ahead (a broker that answers reservations
 //!   before they are durable scopes its fences by restart); a fence is never issued twice for

@@ -723,7 +723,7 @@ impl Broker for EmbeddedBroker {
             // Register for wake-ups before looking, so an enqueue between the look and the
             // wait cannot be missed.
             notified.as_mut().enable();
-            let ((reservations, throttle), _) = self
+            let ((reservations, throttle), through) = self
                 .inner
                 .shared
                 .run(|state, now, _, log| state.reserve(&request, now, log))?;
@@ -735,6 +735,17 @@ impl Broker for EmbeddedBroker {
                         state.count_throttle(&request.queue, throttle, log);
                         Ok(())
                     })?;
+                }
+                if !reservations.is_empty() {
+                    // The reservation itself is answered before it is durable (decision 0004),
+                    // but not before what came before it: a task is never handed to a worker
+                    // while its enqueue (or the retry that made it ready) could still be lost
+                    // in a crash. Otherwise a crash could lose an enqueue whose task had
+                    // already run, and the producer's retry would run it again under a new id
+                    // (found by the chaos harness). This call's own group is the last one, so
+                    // everything through the one before it must be durable; usually it is
+                    // already, and a fresh task waits only for the sync its enqueue waits for.
+                    self.durable(through - 1).await?;
                 }
                 return Ok(reservations);
             }
