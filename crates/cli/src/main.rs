@@ -21,6 +21,7 @@
 //! tables by default or one JSON document with `--json`; logs and progress bars go to stderr.
 
 mod bench;
+mod chaos;
 mod data;
 mod dead;
 mod demo;
@@ -134,6 +135,10 @@ enum Command {
     Worker(worker::Args),
     /// Make a bearer token for `floodway serve` and print its configuration entry.
     Token(token::Args),
+    /// Run the chaos harness: producers and workers against a real server while faults are
+    /// injected, then check for lost, duplicated and falsely acknowledged tasks.
+    #[command(subcommand)]
+    Chaos(chaos::Command),
 }
 
 /// Runs one subcommand.
@@ -152,6 +157,7 @@ async fn dispatch(global: &Global, command: Command) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(global, args).await,
         Command::Worker(args) => worker::run(args).await,
         Command::Token(args) => token::run(global.json, args).await,
+        Command::Chaos(command) => chaos::run(global.json, command).await,
     }
 }
 

@@ -900,7 +900,10 @@ mod tests {
         assert_eq!(crash.len(), 16);
         assert!(tids_from(crash).is_err());
         assert_eq!(crate::fuzzing::decode_all(crash), 0);
-        assert!(tids_from(b"+0000000000000a1").is_err(), "a sign is not a hex digit");
+        assert!(
+            tids_from(b"+0000000000000a1").is_err(),
+            "a sign is not a hex digit"
+        );
         assert!(tids_from(b"00000000000a0001").is_ok());
     }
 

@@ -6,6 +6,7 @@
 
 mod admin;
 mod bad_input;
+mod chaos;
 mod clock;
 mod crash;
 mod demo;
