@@ -18,7 +18,7 @@
 //!   producer of its operation (the task of an enqueue whose answer was lost).
 //! - **recovery time** of a fault: from its healing until the system works again, i.e. until
 //!   both an enqueue is acknowledged and a handler starts after it (only a start, if the
-//!   producers had finished by then).
+//!   producers had finished by then). A fault that stops nothing (a clock jump) has none.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -38,6 +38,8 @@ pub struct Verdict {
     pub failed: u64,
     /// Unanswered within the retry limit.
     pub indeterminate: u64,
+    /// Tries beyond the first, over every operation: what the faults cost the producers.
+    pub enqueue_retries: u64,
     /// Acknowledged tasks completed.
     pub completed: u64,
     /// Acknowledged tasks dead-lettered (poison or not).
@@ -105,6 +107,7 @@ pub fn check(
         if op.poison {
             poison_ops.insert(op.op);
         }
+        verdict.enqueue_retries += u64::from(op.tries.saturating_sub(1));
         match &op.outcome {
             OpOutcome::Ok { id, .. } => {
                 verdict.acknowledged += 1;
@@ -198,7 +201,7 @@ pub fn check(
         times.get(i).copied()
     };
     let last_invoked = ops.iter().map(|op| op.invoked_ms).max().unwrap_or(0);
-    for fault in faults {
+    for fault in faults.iter().filter(|f| f.outage) {
         let start = first_after(&start_times, fault.healed_ms);
         let recovered = if fault.healed_ms <= last_invoked {
             // Producers were still sending: the system works again once an enqueue is
@@ -325,16 +328,25 @@ mod tests {
                 what: "x".into(),
                 start_ms: 150,
                 healed_ms: 200,
+                outage: true,
             },
             Fault {
                 what: "after the producers".into(),
                 start_ms: 260,
                 healed_ms: 280,
+                outage: true,
             },
             Fault {
                 what: "nothing left".into(),
                 start_ms: 400,
                 healed_ms: 500,
+                outage: true,
+            },
+            Fault {
+                what: "a clock jump".into(),
+                start_ms: 600,
+                healed_ms: 700,
+                outage: false,
             },
         ];
         let verdict = check(

@@ -102,11 +102,18 @@ pub enum Nemesis {
     /// Kill the server while the link from the clients closes slowly: the clients' side of
     /// every connection stays open (half-open) a while after the server died.
     SlowCloseClients,
+    /// Fill the embedded broker's file system (a small tmpfs, so it needs root), then free
+    /// the space (embedded target only).
+    DiskFull,
+    /// Step the workers' wall clock a day forward or back (libfaketime, preloaded into the
+    /// worker processes; their monotonic clock is left alone, as NTP would), then back to
+    /// true time. Leases are judged on the broker's clock, so nothing may change.
+    ClockJumpWorkers,
 }
 
 impl Nemesis {
     /// Every nemesis, in the order the documentation lists them.
-    pub const ALL: [Nemesis; 11] = [
+    pub const ALL: [Nemesis; 13] = [
         Nemesis::None,
         Nemesis::KillServer,
         Nemesis::KillWorker,
@@ -118,6 +125,8 @@ impl Nemesis {
         Nemesis::ResetClients,
         Nemesis::SlowClients,
         Nemesis::SlowCloseClients,
+        Nemesis::DiskFull,
+        Nemesis::ClockJumpWorkers,
     ];
 
     /// Its name on the command line.
@@ -134,6 +143,8 @@ impl Nemesis {
             Nemesis::ResetClients => "reset-clients",
             Nemesis::SlowClients => "slow-clients",
             Nemesis::SlowCloseClients => "slow-close-clients",
+            Nemesis::DiskFull => "disk-full",
+            Nemesis::ClockJumpWorkers => "clock-jump-workers",
         }
     }
 
@@ -286,6 +297,11 @@ impl Config {
                 "the time limit and the drain limit are at most {:?}",
                 limits::TIME_LIMIT_MAX
             ));
+        }
+        if self.nemesis == Nemesis::DiskFull && self.target != Target::Embedded {
+            return Err(
+                "nemesis disk-full fills the embedded broker's disk: use --target embedded".into(),
+            );
         }
         if self.nemesis == Nemesis::PauseWorker && self.fault_duration <= self.lease {
             return Err(format!(

@@ -229,6 +229,8 @@ pub struct Fault {
     pub start_ms: u64,
     /// When it was healed (the process restarted, the signal continued, the link healed).
     pub healed_ms: u64,
+    /// False for a fault that stops nothing (a clock jump), so has no recovery to measure.
+    pub outage: bool,
 }
 
 #[cfg(test)]

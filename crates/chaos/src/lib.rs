@@ -72,6 +72,7 @@ impl Summary {
         t.acknowledged += v.acknowledged;
         t.failed += v.failed;
         t.indeterminate += v.indeterminate;
+        t.enqueue_retries += v.enqueue_retries;
         t.completed += v.completed;
         t.dead_lettered += v.dead_lettered;
         t.poison += v.poison;

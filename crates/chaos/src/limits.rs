@@ -28,3 +28,6 @@ pub const ENQUEUE_RETRY_LIMIT: Duration = Duration::from_secs(20);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Concurrent reads of task states when the run is checked.
 pub const CHECK_CONCURRENCY: usize = 16;
+/// The size of the tmpfs the disk-full nemesis fills, in MiB: room for a run's log and
+/// snapshots many times over, small enough to fill in a moment.
+pub const DISK_MIB: u64 = 32;

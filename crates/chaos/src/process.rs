@@ -277,13 +277,29 @@ pub struct Workers {
     lease_ms: u64,
     concurrency: usize,
     slots: Vec<Option<Running>>,
+    /// libfaketime and its control file, when the workers' clocks are to jump.
+    faketime: Option<(PathBuf, PathBuf)>,
     /// Processes started, the first ones included.
     pub starts: u32,
 }
 
+/// Where Debian's `faketime` package puts libfaketime, if it is installed.
+pub fn libfaketime() -> Option<PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|path| path.exists())
+}
+
 impl Workers {
     /// Starts `count` workers against the server at `server` (a URL), each logging to
-    /// `dir/worker-<i>.log` and performing effects in `dir/downstream`.
+    /// `dir/worker-<i>.log` and performing effects in `dir/downstream`. With `faketime`
+    /// (libfaketime's path), every worker runs with it preloaded, its wall clock offset by
+    /// what `dir/faketime` says (see [`Workers::set_clock`]).
     pub async fn start(
         floodway: &Path,
         server: String,
@@ -291,8 +307,11 @@ impl Workers {
         count: usize,
         concurrency: usize,
         lease_ms: u64,
+        faketime: Option<PathBuf>,
     ) -> Result<Workers, ProcessError> {
+        let faketime = faketime.map(|lib| (lib, dir.join("faketime")));
         let mut workers = Workers {
+            faketime,
             floodway: floodway.to_owned(),
             server,
             dir: dir.to_owned(),
@@ -301,10 +320,21 @@ impl Workers {
             slots: (0..count).map(|_| None).collect(),
             starts: 0,
         };
+        workers.set_clock("+0")?;
         for i in 0..count {
             workers.start_one(i)?;
         }
         Ok(workers)
+    }
+
+    /// Sets the workers' clock offset (libfaketime's syntax: `+0`, `+1d`, `-1d`); every
+    /// worker reads it at its next clock call. Does nothing without libfaketime.
+    pub fn set_clock(&self, offset: &str) -> Result<(), ProcessError> {
+        if let Some((_, file)) = &self.faketime {
+            std::fs::write(file, offset)
+                .map_err(|e| ProcessError(format!("writing {}: {e}", file.display())))?;
+        }
+        Ok(())
     }
 
     /// How many worker slots the run has.
@@ -331,6 +361,13 @@ impl Workers {
             .arg(self.dir.join(format!("worker-{i}.history")))
             .arg("--downstream")
             .arg(self.dir.join("downstream"));
+        if let Some((lib, file)) = &self.faketime {
+            command
+                .env("LD_PRELOAD", lib)
+                .env("FAKETIME_TIMESTAMP_FILE", file)
+                .env("FAKETIME_NO_CACHE", "1")
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
         let (running, stdout) = Running::spawn(command, &log)?;
         // Nothing is read from a worker's stdout; drain it so it never blocks.
         tokio::spawn(async move {
@@ -378,5 +415,73 @@ impl Workers {
             let _ = signal(running.pid, "TERM").await;
             let _ = running.child.wait().await;
         }
+    }
+}
+
+/// A tmpfs mounted on a directory (the embedded broker's data directory for the disk-full
+/// nemesis), unmounted when dropped. Mounting needs root (or CAP_SYS_ADMIN).
+pub struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size_mib` MiB on `dir` (created if missing).
+    pub fn mount(dir: &Path, size_mib: u64) -> Result<Tmpfs, ProcessError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ProcessError(format!("creating {}: {e}", dir.display())))?;
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| ProcessError(format!("running mount: {e}")))?;
+        if !output.status.success() {
+            return Err(ProcessError(format!(
+                "the disk-full nemesis mounts a small tmpfs, which needs root: mount said {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(Tmpfs {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Fills the file system with a ballast file until a write fails for lack of space;
+    /// returns the bytes written.
+    pub fn fill(&self) -> Result<u64, ProcessError> {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.ballast())
+            .map_err(|e| ProcessError(format!("creating the ballast: {e}")))?;
+        let chunk = vec![0u8; 64 * 1024];
+        let mut written = 0u64;
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => return Ok(written),
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(28) => return Ok(written), // ENOSPC
+                Err(e) => return Err(ProcessError(format!("writing the ballast: {e}"))),
+            }
+        }
+    }
+
+    /// Deletes the ballast, freeing the space.
+    pub fn free(&self) -> Result<(), ProcessError> {
+        match std::fs::remove_file(self.ballast()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ProcessError(format!("removing the ballast: {e}"))),
+        }
+    }
+
+    fn ballast(&self) -> PathBuf {
+        self.dir.join("ballast")
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
     }
 }

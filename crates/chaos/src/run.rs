@@ -19,7 +19,7 @@ use crate::checker::{self, FinalStates, Verdict};
 use crate::config::{Config, Nemesis, Target};
 use crate::history::{self, Downstream, Fault, Op, OpOutcome, now_ms};
 use crate::limits;
-use crate::process::{self, ProcessError, Redis, Server, Workers};
+use crate::process::{self, ProcessError, Redis, Server, Tmpfs, Workers};
 use crate::proxy::{self, FaultProxy};
 use crate::worker::{KIND, Payload, Poison, QUEUE};
 
@@ -79,6 +79,7 @@ pub struct RunReport {
 /// Everything the nemesis can act on.
 struct Cluster {
     server: Server,
+    disk: Option<Tmpfs>,
     redis: Option<Redis>,
     workers: Workers,
     clients_link: Option<FaultProxy>,
@@ -127,6 +128,11 @@ pub async fn run(config: &Config) -> Result<RunReport, ChaosError> {
         broker_url = Some(format!("redis://{addr}"));
         redis = Some(started);
     }
+    // The disk-full nemesis puts the data directory on a tmpfs of its own.
+    let disk = match config.nemesis {
+        Nemesis::DiskFull => Some(Tmpfs::mount(&dir.join("data"), limits::DISK_MIB)?),
+        _ => None,
+    };
     let server = Server::start(
         &config.floodway,
         &dir.join("data"),
@@ -156,6 +162,14 @@ pub async fn run(config: &Config) -> Result<RunReport, ChaosError> {
     let queue = QueueName::new(QUEUE).expect("a valid queue name");
     admin.configure(&queue, QueueConfig::default()).await?;
 
+    let faketime = match config.nemesis {
+        Nemesis::ClockJumpWorkers => Some(process::libfaketime().ok_or_else(|| {
+            ChaosError::Config(
+                "clock-jump-workers needs libfaketime (apt-get install faketime)".into(),
+            )
+        })?),
+        _ => None,
+    };
     let workers = Workers::start(
         &config.floodway,
         client_url.clone(),
@@ -163,10 +177,12 @@ pub async fn run(config: &Config) -> Result<RunReport, ChaosError> {
         config.workers,
         config.concurrency,
         config.lease.as_millis() as u64,
+        faketime,
     )
     .await?;
     let cluster = Arc::new(Mutex::new(Cluster {
         server,
+        disk,
         redis,
         workers,
         clients_link,
@@ -209,6 +225,7 @@ pub async fn run(config: &Config) -> Result<RunReport, ChaosError> {
         if let Some(redis) = &mut cluster.redis {
             redis.kill().await;
         }
+        cluster.disk = None;
     }
     let applied = Downstream::new(&downstream_dir)
         .and_then(|d| d.applied())
@@ -451,6 +468,17 @@ async fn inject(
                 what = "reset-clients".to_owned();
                 set_link(&c.clients_link, proxy::Fault::Reset);
             }
+            Nemesis::ClockJumpWorkers => {
+                let offset = if rng.bool() { "+1d" } else { "-1d" };
+                what = format!("clock-jump-workers {offset}");
+                c.workers.set_clock(offset)?;
+            }
+            Nemesis::DiskFull => {
+                what = "disk-full".to_owned();
+                if let Some(disk) = &c.disk {
+                    disk.fill()?;
+                }
+            }
             Nemesis::SlowCloseClients => {
                 what = "slow-close-clients".to_owned();
                 set_link(
@@ -501,12 +529,19 @@ async fn inject(
             set_link(&c.clients_link, proxy::Fault::None);
         }
         Nemesis::PartitionRedis => set_link(&c.redis_link, proxy::Fault::None),
+        Nemesis::DiskFull => {
+            if let Some(disk) = &c.disk {
+                disk.free()?;
+            }
+        }
+        Nemesis::ClockJumpWorkers => c.workers.set_clock("+0")?,
         Nemesis::None | Nemesis::KillWorker => {}
     }
     Ok(Fault {
         what,
         start_ms,
         healed_ms: now_ms(),
+        outage: config.nemesis != Nemesis::ClockJumpWorkers,
     })
 }
 

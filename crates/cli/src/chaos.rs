@@ -18,9 +18,11 @@ use crate::exit::bad_input;
 
 /// What `floodway chaos run --help` says after the options.
 const HELP: &str = "\
-Nemeses: none, kill-server, kill-worker, pause-worker, kill-redis, pause-redis,
-partition-clients, partition-redis, reset-clients, slow-clients, slow-close-clients (the ones naming Redis need a
-Redis target; redis-server must be on PATH or given with --redis-server).
+Nemeses: none, kill-server, kill-worker, pause-worker, partition-clients, reset-clients,
+slow-clients, slow-close-clients; on Redis targets also kill-redis, pause-redis and
+partition-redis (redis-server on PATH, or --redis-server); on the embedded target also
+disk-full (it mounts a small tmpfs, so it needs root); and clock-jump-workers (the workers'
+wall clock a day forward or back, with libfaketime: apt-get install faketime).
 
 A run is safe when nothing acknowledged was lost, no answer was a false acknowledgement and no
 effect was performed twice; the command exits 1 if any run was not, and keeps that run's
@@ -234,8 +236,8 @@ fn print_summary(summary: &Summary) {
         summary.target, summary.nemesis, summary.runs
     );
     println!(
-        "  attempted {}, acknowledged {}, failed {}, indeterminate {}",
-        t.attempted, t.acknowledged, t.failed, t.indeterminate
+        "  attempted {}, acknowledged {}, failed {}, indeterminate {}, enqueues retried {}",
+        t.attempted, t.acknowledged, t.failed, t.indeterminate, t.enqueue_retries
     );
     println!(
         "  completed {}, dead-lettered {} (poison {} of {}, not poison {})",

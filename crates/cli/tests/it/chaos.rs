@@ -175,6 +175,47 @@ fn embedded_poison_tasks_are_quarantined_while_the_rest_flows() {
     );
 }
 
+/// The data directory on a small tmpfs, filled and freed: needs root to mount (CI runs as
+/// root; elsewhere the test says why it skipped).
+#[test]
+fn embedded_disk_full() {
+    let probe = tempfile::tempdir().expect("a temporary directory");
+    if let Err(reason) = floodway_chaos::process::Tmpfs::mount(probe.path(), 1) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the disk-full tier: {reason}"
+        );
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let (summary, _) = fast_tier(Target::Embedded, Nemesis::DiskFull, 2, |_| {});
+    assert!(
+        summary.totals.enqueue_retries > 0,
+        "a full disk refused some enqueues (retried until space returned): {summary:#?}"
+    );
+}
+
+/// The workers' wall clock a day forward or back (libfaketime), their monotonic clock left
+/// alone: leases are judged on the broker's clock, so nothing may break.
+#[test]
+fn embedded_clock_jumps_for_workers() {
+    if floodway_chaos::process::libfaketime().is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs libfaketime (apt-get install faketime)"
+        );
+        eprintln!("skipped: libfaketime is not installed (apt-get install faketime)");
+        return;
+    }
+    let (_, reports) = fast_tier(Target::Embedded, Nemesis::ClockJumpWorkers, 2, |_| {});
+    assert!(
+        fault_names(&reports)
+            .iter()
+            .all(|f| f == "clock-jump-workers +1d" || f == "clock-jump-workers -1d"),
+        "{reports:#?}"
+    );
+}
+
 #[test]
 fn redis_always_kill_and_pause_redis() {
     if !redis_available() {
