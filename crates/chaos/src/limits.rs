@@ -20,6 +20,8 @@ pub const TIME_LIMIT_MAX: Duration = Duration::from_secs(3_600);
 pub const RUNS_MAX: u64 = 10_000;
 /// How long a process (server, Redis) may take to say it is ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a process may take to stop after SIGTERM before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one enqueue may go on being retried (same idempotency key) before the producer
 /// gives it up as indeterminate.
 pub const ENQUEUE_RETRY_LIMIT: Duration = Duration::from_secs(20);

@@ -80,6 +80,18 @@ impl Running {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
+
+    /// SIGTERM, then SIGKILL if the process has not exited within [`limits::STOP_TIMEOUT`].
+    async fn terminate(&mut self) {
+        let _ = signal(self.pid, "TERM").await;
+        if tokio::time::timeout(limits::STOP_TIMEOUT, self.child.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(pid = self.pid, "a process ignored SIGTERM; killing it");
+            self.kill().await;
+        }
+    }
 }
 
 /// Waits for a line of `child`'s stdout matching `ready`, and returns it.
@@ -192,8 +204,7 @@ impl Server {
     /// Stops the server gracefully (SIGTERM) and waits for it.
     pub async fn stop(&mut self) {
         if let Some(mut running) = self.running.take() {
-            let _ = signal(running.pid, "TERM").await;
-            let _ = running.child.wait().await;
+            running.terminate().await;
         }
     }
 }
@@ -410,10 +421,8 @@ impl Workers {
 
     /// Stops every worker gracefully (SIGTERM), waiting for each.
     pub async fn stop(&mut self) {
-        for running in self.slots.iter_mut().filter_map(Option::take) {
-            let mut running = running;
-            let _ = signal(running.pid, "TERM").await;
-            let _ = running.child.wait().await;
+        for mut running in self.slots.iter_mut().filter_map(Option::take) {
+            running.terminate().await;
         }
     }
 }
