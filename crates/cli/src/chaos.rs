@@ -82,6 +82,9 @@ pub(crate) struct RunArgs {
     /// One task in N is poison (its handler panics or aborts the worker); 0 for none.
     #[arg(long, default_value_t = 0)]
     poison_every: u64,
+    /// Attempts per task before it becomes a dead letter.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
     /// Most faults per run.
     #[arg(long, default_value_t = 3)]
     faults: u32,
@@ -163,6 +166,7 @@ async fn run_many(json: bool, args: RunArgs) -> anyhow::Result<()> {
     config.work_max = args.work_max;
     config.lease = args.lease;
     config.poison_every = args.poison_every;
+    config.max_attempts = args.max_attempts;
     config.faults_max = args.faults;
     config.fault_interval = args.fault_interval;
     config.fault_duration = args.fault_duration.unwrap_or(match args.nemesis {
