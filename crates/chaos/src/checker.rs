@@ -16,6 +16,8 @@
 //!   i.e. under more than one idempotency key. With the idempotency helper this must be 0.
 //! - **phantom executions**: executions of a task id that was never acknowledged to the
 //!   producer of its operation (the task of an enqueue whose answer was lost).
+//! - **redelivery time** (worker faults): for each task the faulted worker was running, from
+//!   the fault until the task started on another worker.
 //! - **recovery time** of a fault: from its healing until the system works again, i.e. until
 //!   both an enqueue is acknowledged and a handler starts after it (only a start, if the
 //!   producers had finished by then). A fault that stops nothing (a clock jump) has none.
@@ -75,6 +77,10 @@ pub struct Verdict {
     /// Faults healed when no work was left to show a recovery (the producers had finished
     /// and no handler started again); a system that did not recover shows as lost tasks.
     pub unmeasured_recoveries: u64,
+    /// For worker faults (kill-worker, pause-worker): per task the faulted worker was running
+    /// when the fault began, the milliseconds until it started again elsewhere (its lease had
+    /// to expire first).
+    pub redelivery_ms: Vec<u64>,
 }
 
 impl Verdict {
@@ -200,6 +206,8 @@ pub fn check(
         let i = times.partition_point(|&x| x < t);
         times.get(i).copied()
     };
+    verdict.redelivery_ms = redeliveries(events, faults);
+
     let last_invoked = ops.iter().map(|op| op.invoked_ms).max().unwrap_or(0);
     for fault in faults.iter().filter(|f| f.outage) {
         let start = first_after(&start_times, fault.healed_ms);
@@ -218,6 +226,57 @@ pub fn check(
         }
     }
     verdict
+}
+
+/// For each fault naming a worker slot ("kill-worker 1", "pause-worker 0"): the tasks that
+/// slot had started but not finished when the fault began, and how long each took to start
+/// again on another slot.
+fn redeliveries(events: &[(String, Event)], faults: &[Fault]) -> Vec<u64> {
+    let mut redelivery = Vec::new();
+    for fault in faults {
+        let Some(slot) = fault
+            .what
+            .strip_prefix("kill-worker ")
+            .or_else(|| fault.what.strip_prefix("pause-worker "))
+        else {
+            continue;
+        };
+        let slot = format!("worker-{slot}");
+        let done: HashSet<(TaskId, u32)> = events
+            .iter()
+            .filter(|(name, _)| *name == slot)
+            .filter_map(|(_, e)| match e {
+                Event::Done { id, attempt, .. } => Some((*id, *attempt)),
+                Event::Start { .. } => None,
+            })
+            .collect();
+        let running: Vec<TaskId> = events
+            .iter()
+            .filter(|(name, _)| *name == slot)
+            .filter_map(|(_, e)| match e {
+                Event::Start {
+                    id, attempt, at_ms, ..
+                } if *at_ms <= fault.start_ms && !done.contains(&(*id, *attempt)) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        for id in running {
+            let again = events
+                .iter()
+                .filter(|(name, _)| *name != slot)
+                .filter_map(|(_, e)| match e {
+                    Event::Start {
+                        id: other, at_ms, ..
+                    } if *other == id && *at_ms > fault.start_ms => Some(*at_ms),
+                    _ => None,
+                })
+                .min();
+            if let Some(at) = again {
+                redelivery.push(at - fault.start_ms);
+            }
+        }
+    }
+    redelivery
 }
 
 /// The `q`-quantile (0 to 1) of `values` by the nearest-rank method; `None` when empty.
@@ -360,6 +419,26 @@ mod tests {
         // enqueue was sent (240): only the start at 300.
         assert_eq!(verdict.recovery_ms, vec![100, 20]);
         assert_eq!(verdict.unmeasured_recoveries, 1);
+    }
+
+    #[test]
+    fn a_killed_workers_unfinished_task_is_timed_until_it_starts_elsewhere() {
+        let on = |slot: &str, event: (String, Event)| (slot.to_owned(), event.1);
+        let events = vec![
+            on("worker-0", start(1, 100)), // finished before the kill
+            on("worker-0", done(1)),
+            on("worker-0", start(2, 150)), // running at the kill (200)
+            on("worker-1", start(2, 1_250)),
+            on("worker-0", start(3, 300)), // started by the new process
+        ];
+        let faults = [Fault {
+            what: "kill-worker 0".into(),
+            start_ms: 200,
+            healed_ms: 210,
+            outage: true,
+        }];
+        let verdict = check(&[], &events, &BTreeMap::new(), &FinalStates::new(), &faults);
+        assert_eq!(verdict.redelivery_ms, vec![1_050]);
     }
 
     #[test]

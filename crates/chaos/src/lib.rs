@@ -54,6 +54,10 @@ pub struct Summary {
     pub recovery_p50_ms: Option<u64>,
     /// 99th percentile.
     pub recovery_p99_ms: Option<u64>,
+    /// Worker faults: how long the faulted worker's tasks took to start elsewhere, median.
+    pub redelivery_p50_ms: Option<u64>,
+    /// 99th percentile.
+    pub redelivery_p99_ms: Option<u64>,
 }
 
 impl Summary {
@@ -88,6 +92,9 @@ impl Summary {
         t.faults += v.faults;
         t.recovery_ms.extend(v.recovery_ms.iter().copied());
         t.unmeasured_recoveries += v.unmeasured_recoveries;
+        t.redelivery_ms.extend(v.redelivery_ms.iter().copied());
+        self.redelivery_p50_ms = checker::quantile(&t.redelivery_ms, 0.50);
+        self.redelivery_p99_ms = checker::quantile(&t.redelivery_ms, 0.99);
         self.recovery_p50_ms = checker::quantile(&t.recovery_ms, 0.50);
         self.recovery_p99_ms = checker::quantile(&t.recovery_ms, 0.99);
     }

@@ -262,6 +262,14 @@ fn print_summary(summary: &Summary) {
         ms(summary.recovery_p99_ms),
         t.recovery_ms.len()
     );
+    if !t.redelivery_ms.is_empty() {
+        println!(
+            "  tasks of faulted workers started elsewhere after p50 {}, p99 {} ({} tasks)",
+            ms(summary.redelivery_p50_ms),
+            ms(summary.redelivery_p99_ms),
+            t.redelivery_ms.len()
+        );
+    }
     println!(
         "  unsafe runs: {} {:?}",
         summary.unsafe_runs, summary.unsafe_seeds
