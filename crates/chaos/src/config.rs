@@ -234,7 +234,20 @@ impl Config {
     /// A run with the fast tier's defaults: 2 producers enqueueing 400 tasks of up to 20 ms at
     /// 150 a second, 2 workers of 4 slots, a 1 s lease, faults every 0.3-0.6 s held 0.2-0.4 s,
     /// at most 3 faults.
+    ///
+    /// A pause or partition is held past the timeout it is meant to trip (a hold is drawn
+    /// from half the fault duration to all of it), so that it causes errors rather than a
+    /// stall: pause-worker up to twice the lease (a zombie), pause-redis and partition-redis
+    /// 5.5-11 s (the Redis broker's command timeout is 5 s), partition-clients 2.5-5 s (the
+    /// clients' request timeout is [`limits::REQUEST_TIMEOUT`], 2 s).
     pub fn new(floodway: PathBuf, dir: PathBuf, target: Target, nemesis: Nemesis) -> Config {
+        let lease = Duration::from_secs(1);
+        let fault_duration = match nemesis {
+            Nemesis::PauseWorker => lease * 2,
+            Nemesis::PauseRedis | Nemesis::PartitionRedis => Duration::from_secs(11),
+            Nemesis::PartitionClients => Duration::from_secs(5),
+            _ => Duration::from_millis(400),
+        };
         Config {
             floodway,
             redis_server: PathBuf::from("redis-server"),
@@ -248,11 +261,11 @@ impl Config {
             tasks: 400,
             rate: 150,
             work_max: Duration::from_millis(20),
-            lease: Duration::from_secs(1),
+            lease,
             poison_every: 0,
             max_attempts: 3,
             fault_interval: Duration::from_millis(600),
-            fault_duration: Duration::from_millis(400),
+            fault_duration,
             faults_max: 3,
             time_limit: Duration::from_secs(60),
             drain_limit: Duration::from_secs(30),

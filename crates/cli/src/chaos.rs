@@ -91,7 +91,9 @@ pub(crate) struct RunArgs {
     /// Longest time between faults.
     #[arg(long, default_value = "600ms", value_parser = parse_duration)]
     fault_interval: Duration,
-    /// Longest a fault is held (pause-worker holds it past the lease).
+    /// Longest a fault is held; a hold is drawn from half of it to all of it [default: 400ms;
+    /// pauses and partitions past the timeout they trip: pause-worker twice the lease,
+    /// pause-redis and partition-redis 11s, partition-clients 5s].
     #[arg(long, value_parser = parse_duration)]
     fault_duration: Option<Duration>,
     /// Bound of each run's producing phase.
@@ -169,10 +171,11 @@ async fn run_many(json: bool, args: RunArgs) -> anyhow::Result<()> {
     config.max_attempts = args.max_attempts;
     config.faults_max = args.faults;
     config.fault_interval = args.fault_interval;
-    config.fault_duration = args.fault_duration.unwrap_or(match args.nemesis {
-        Nemesis::PauseWorker => args.lease * 2,
-        _ => Duration::from_millis(400),
-    });
+    if let Some(duration) = args.fault_duration {
+        config.fault_duration = duration;
+    } else if args.nemesis == Nemesis::PauseWorker {
+        config.fault_duration = args.lease * 2;
+    }
     config.time_limit = args.time_limit;
     config.validate().map_err(bad_input)?;
     if !json {

@@ -27,8 +27,14 @@ fn fast_tier(
     config.seed = 1_000 + nemesis as u64 * 100;
     config.tasks = 300;
     config.rate = 120;
-    if nemesis == Nemesis::PauseWorker {
-        config.fault_duration = config.lease * 2;
+    if matches!(
+        nemesis,
+        Nemesis::PauseWorker
+            | Nemesis::PauseRedis
+            | Nemesis::PartitionRedis
+            | Nemesis::PartitionClients
+    ) {
+        // Held past a timeout (Config::new): one per run keeps the tier quick.
         config.faults_max = 1;
     }
     tune(&mut config);
@@ -148,11 +154,17 @@ fn embedded_network_faults_between_clients_and_server() {
         Nemesis::SlowClients,
         Nemesis::SlowCloseClients,
     ] {
-        let (_, reports) = fast_tier(Target::Embedded, nemesis, 2, |_| {});
+        let (summary, reports) = fast_tier(Target::Embedded, nemesis, 2, |_| {});
         assert!(
             fault_names(&reports).iter().all(|f| f == nemesis.as_str()),
             "{reports:#?}"
         );
+        if nemesis == Nemesis::PartitionClients {
+            assert!(
+                summary.totals.enqueue_retries > 0,
+                "a partition past the clients' timeout made enqueues time out: {summary:#?}"
+            );
+        }
     }
 }
 
@@ -222,7 +234,11 @@ fn redis_always_kill_and_pause_redis() {
         return;
     }
     fast_tier(ALWAYS, Nemesis::KillRedis, 3, |_| {});
-    fast_tier(ALWAYS, Nemesis::PauseRedis, 2, |_| {});
+    let (summary, _) = fast_tier(ALWAYS, Nemesis::PauseRedis, 2, |_| {});
+    assert!(
+        summary.totals.enqueue_retries > 0,
+        "a pause past the Redis timeout made enqueues fail and be retried: {summary:#?}"
+    );
 }
 
 #[test]
@@ -230,7 +246,11 @@ fn redis_always_partition_between_server_and_redis() {
     if !redis_available() {
         return;
     }
-    fast_tier(ALWAYS, Nemesis::PartitionRedis, 2, |_| {});
+    let (summary, _) = fast_tier(ALWAYS, Nemesis::PartitionRedis, 2, |_| {});
+    assert!(
+        summary.totals.enqueue_retries > 0,
+        "a partition past the Redis timeout made enqueues fail and be retried: {summary:#?}"
+    );
 }
 
 #[test]
