@@ -603,7 +603,7 @@ async fn final_states(
     Ok(states)
 }
 
-/// Makes `path` the directory of run number `n` under `root`.
-pub fn run_dir(root: &Path, n: u64) -> std::path::PathBuf {
-    root.join(format!("run-{n:05}"))
+/// The directory of the run with seed `seed` under `root`.
+pub fn run_dir(root: &Path, seed: u64) -> std::path::PathBuf {
+    root.join(format!("run-{seed:05}"))
 }

@@ -10,7 +10,7 @@
 //! prove libfaketime reached the binary. Needs the `faketime` package: with `CI=true` its
 //! absence fails the test, elsewhere it skips with a reason.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,17 +22,6 @@ use crate::serving::{Serving, producer, runtime, terminate};
 /// Tasks of 4 s each on 3 s leases: every one needs a heartbeat (due after 2 s, a second of
 /// slack for a loaded machine), and the jumps fall in the middle of the first ones.
 const TASKS: usize = 16;
-
-fn libfaketime() -> Option<PathBuf> {
-    [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/faketime/libfaketime.so.1",
-    ]
-    .into_iter()
-    .map(PathBuf::from)
-    .find(|path| path.exists())
-}
 
 fn worker(floodway: &Floodway, url: &str, lib: &Path, clock_file: &Path, name: &str) -> Child {
     floodway
@@ -79,7 +68,7 @@ async fn reqwest_free_get(url: &str, path: &str) -> String {
 
 #[test]
 fn workers_whose_wall_clock_jumps_complete_every_task_exactly_once() {
-    let Some(lib) = libfaketime() else {
+    let Some(lib) = floodway_chaos::process::libfaketime() else {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("CI needs libfaketime (apt-get install faketime)");
         }
