@@ -94,6 +94,11 @@ pub enum Nemesis {
     PartitionClients,
     /// Blackhole the link between the server and Redis (Redis targets only).
     PartitionRedis,
+    /// Reset every connection between the server and Redis (TCP RST), and new ones for the
+    /// duration of the fault (Redis targets only).
+    ResetRedis,
+    /// Add latency to every chunk between the server and Redis (Redis targets only).
+    SlowRedis,
     /// Reset every connection between the clients and the server (TCP RST), and new ones for
     /// the duration of the fault.
     ResetClients,
@@ -113,7 +118,7 @@ pub enum Nemesis {
 
 impl Nemesis {
     /// Every nemesis, in the order the documentation lists them.
-    pub const ALL: [Nemesis; 13] = [
+    pub const ALL: [Nemesis; 15] = [
         Nemesis::None,
         Nemesis::KillServer,
         Nemesis::KillWorker,
@@ -122,6 +127,8 @@ impl Nemesis {
         Nemesis::PauseRedis,
         Nemesis::PartitionClients,
         Nemesis::PartitionRedis,
+        Nemesis::ResetRedis,
+        Nemesis::SlowRedis,
         Nemesis::ResetClients,
         Nemesis::SlowClients,
         Nemesis::SlowCloseClients,
@@ -140,6 +147,8 @@ impl Nemesis {
             Nemesis::PauseRedis => "pause-redis",
             Nemesis::PartitionClients => "partition-clients",
             Nemesis::PartitionRedis => "partition-redis",
+            Nemesis::ResetRedis => "reset-redis",
+            Nemesis::SlowRedis => "slow-redis",
             Nemesis::ResetClients => "reset-clients",
             Nemesis::SlowClients => "slow-clients",
             Nemesis::SlowCloseClients => "slow-close-clients",
@@ -152,7 +161,11 @@ impl Nemesis {
     pub fn needs_redis(self) -> bool {
         matches!(
             self,
-            Nemesis::KillRedis | Nemesis::PauseRedis | Nemesis::PartitionRedis
+            Nemesis::KillRedis
+                | Nemesis::PauseRedis
+                | Nemesis::PartitionRedis
+                | Nemesis::ResetRedis
+                | Nemesis::SlowRedis
         )
     }
 }

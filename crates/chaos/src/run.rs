@@ -118,7 +118,10 @@ pub async fn run(config: &Config) -> Result<RunReport, ChaosError> {
         )
         .await?;
         let mut addr = started.addr();
-        if config.nemesis == Nemesis::PartitionRedis {
+        if matches!(
+            config.nemesis,
+            Nemesis::PartitionRedis | Nemesis::ResetRedis | Nemesis::SlowRedis
+        ) {
             let link = FaultProxy::start(addr)
                 .await
                 .map_err(io("the Redis link's proxy"))?;
@@ -464,6 +467,17 @@ async fn inject(
                 what = "partition-redis".to_owned();
                 set_link(&c.redis_link, proxy::Fault::Blackhole);
             }
+            Nemesis::ResetRedis => {
+                what = "reset-redis".to_owned();
+                set_link(&c.redis_link, proxy::Fault::Reset);
+            }
+            Nemesis::SlowRedis => {
+                what = "slow-redis".to_owned();
+                set_link(
+                    &c.redis_link,
+                    proxy::Fault::Latency(Duration::from_millis(rng.u64(20..=200))),
+                );
+            }
             Nemesis::ResetClients => {
                 what = "reset-clients".to_owned();
                 set_link(&c.clients_link, proxy::Fault::Reset);
@@ -528,7 +542,9 @@ async fn inject(
         Nemesis::PartitionClients | Nemesis::ResetClients | Nemesis::SlowClients => {
             set_link(&c.clients_link, proxy::Fault::None);
         }
-        Nemesis::PartitionRedis => set_link(&c.redis_link, proxy::Fault::None),
+        Nemesis::PartitionRedis | Nemesis::ResetRedis | Nemesis::SlowRedis => {
+            set_link(&c.redis_link, proxy::Fault::None)
+        }
         Nemesis::DiskFull => {
             if let Some(disk) = &c.disk {
                 disk.free()?;

@@ -19,8 +19,9 @@ use crate::exit::bad_input;
 /// What `floodway chaos run --help` says after the options.
 const HELP: &str = "\
 Nemeses: none, kill-server, kill-worker, pause-worker, partition-clients, reset-clients,
-slow-clients, slow-close-clients; on Redis targets also kill-redis, pause-redis and
-partition-redis (redis-server on PATH, or --redis-server); on the embedded target also
+slow-clients, slow-close-clients; on Redis targets also kill-redis, pause-redis,
+partition-redis, reset-redis and slow-redis (redis-server on PATH, or --redis-server); on the
+embedded target also
 disk-full (it mounts a small tmpfs, so it needs root); and clock-jump-workers (the workers'
 wall clock a day forward or back, with libfaketime: apt-get install faketime).
 

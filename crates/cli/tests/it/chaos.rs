@@ -254,6 +254,20 @@ fn redis_always_partition_between_server_and_redis() {
 }
 
 #[test]
+fn redis_always_reset_and_slow_link_between_server_and_redis() {
+    if !redis_available() {
+        return;
+    }
+    for nemesis in [Nemesis::ResetRedis, Nemesis::SlowRedis] {
+        let (_, reports) = fast_tier(ALWAYS, nemesis, 2, |_| {});
+        assert!(
+            fault_names(&reports).iter().all(|f| f == nemesis.as_str()),
+            "{reports:#?}"
+        );
+    }
+}
+
+#[test]
 fn redis_always_kill_server_and_workers() {
     if !redis_available() {
         return;
