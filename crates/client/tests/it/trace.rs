@@ -110,6 +110,18 @@ struct Handled {
     trace: TraceContext,
 }
 
+/// Recomputes every span callsite's interest now that this thread's subscriber exists.
+///
+/// tracing caches, per callsite, whether any subscriber wants it. Another test of this binary
+/// (with no subscriber) may be registering the same callsite (the server's `enqueue`, say) on
+/// its own thread just as this test installs its subscriber; tracing-core can then keep the
+/// interest computed without it, and this thread's spans go unseen (seen once in `.ci/run`).
+/// Rebuilding once the subscriber is installed and the setup is done, just before the spans
+/// that matter, leaves that race no window.
+fn settle_interest() {
+    tracing::callsite::rebuild_interest_cache();
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_producer_and_a_worker_share_one_trace_on_an_embedded_broker() {
     let spans = Spans::default();
@@ -118,6 +130,7 @@ async fn a_producer_and_a_worker_share_one_trace_on_an_embedded_broker() {
     let broker = broker(&dir);
     let producer = Producer::from_broker(broker.clone(), ProducerConfig::default()).unwrap();
     let queue = QueueName::new("traced").unwrap();
+    settle_interest();
 
     let first = producer
         .enqueue_one(&queue, NewTask::new("first", "null"))
@@ -260,6 +273,7 @@ async fn a_traceparent_sent_to_the_server_continues_into_a_worker_over_http() {
     // A producer in another language with its own tracing sends its context; curl sends none;
     // a Rust producer over HTTP sends its own span's.
     let caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    settle_interest();
     let from_caller = enqueue(Some(caller)).await;
     let from_curl = enqueue(None).await;
     let queue = QueueName::new("remote").unwrap();
