@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use floodway_server::auth::{generate_token, hash_token};
 use yaml_rust2::{Yaml, YamlLoader};
@@ -771,21 +771,6 @@ impl Drop for Running {
     }
 }
 
-/// Polls `url` + `path` until it answers 200, for at most `limit`.
-fn answers_ok(url: &str, path: &str, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        let address = url.strip_prefix("http://").unwrap();
-        if TcpStream::connect(address).is_ok() && http(url, "GET", path, None, "").0 == 200 {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn the_manifests_start_a_server_and_a_worker_that_answer_their_probes() {
     let floodway = Floodway::new();
@@ -966,11 +951,14 @@ fn the_manifests_start_a_server_and_a_worker_that_answer_their_probes() {
             break;
         }
     }
+    // The worker binds its --listen address before it logs "worker started", and the server
+    // it asks for /readyz is up: every probe answers at once.
     for (probe, path, port) in &worker.probes {
         assert_eq!(*port, worker.ports["metrics"], "{probe} asks another port");
-        assert!(
-            answers_ok(&probe_url, path, Duration::from_secs(20)),
-            "the worker's {probe} {path} never answered 200"
+        assert_eq!(
+            http(&probe_url, "GET", path, None, "").0,
+            200,
+            "the worker's {probe} {path} did not answer 200"
         );
     }
     terminate(&child.0);
