@@ -122,6 +122,19 @@ fn settle_interest() {
     tracing::callsite::rebuild_interest_cache();
 }
 
+/// A handler's body for these tests: reports the task and the trace context it ran in.
+async fn report(handled: mpsc::Sender<Handled>, ctx: TaskContext) -> Outcome {
+    let trace = ctx.trace_context().clone();
+    handled
+        .send(Handled {
+            task: ctx.id(),
+            trace,
+        })
+        .await
+        .unwrap();
+    Outcome::Complete
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_producer_and_a_worker_share_one_trace_on_an_embedded_broker() {
     let spans = Spans::default();
@@ -154,30 +167,12 @@ async fn a_producer_and_a_worker_share_one_trace_on_an_embedded_broker() {
                     .enqueue_one(&queue, NewTask::new("second", "null"))
                     .await
                     .unwrap();
-                let trace = ctx.trace_context().clone();
-                handled
-                    .send(Handled {
-                        task: ctx.id(),
-                        trace,
-                    })
-                    .await
-                    .unwrap();
-                Outcome::Complete
+                report(handled, ctx).await
             }
         })
-        .handler("second", move |ctx: TaskContext, _: serde_json::Value| {
+        .handler("second", {
             let handled = handled.clone();
-            async move {
-                let trace = ctx.trace_context().clone();
-                handled
-                    .send(Handled {
-                        task: ctx.id(),
-                        trace,
-                    })
-                    .await
-                    .unwrap();
-                Outcome::Complete
-            }
+            move |ctx: TaskContext, _: serde_json::Value| report(handled.clone(), ctx)
         })
         .build()
         .unwrap();
@@ -287,19 +282,9 @@ async fn a_traceparent_sent_to_the_server_continues_into_a_worker_over_http() {
     let worker = Worker::builder(remote.clone())
         .queue("remote", 4)
         .poll_wait(Duration::from_millis(100))
-        .handler("work", move |ctx: TaskContext, _: serde_json::Value| {
+        .handler("work", {
             let handled = handled.clone();
-            async move {
-                let trace = ctx.trace_context().clone();
-                handled
-                    .send(Handled {
-                        task: ctx.id(),
-                        trace,
-                    })
-                    .await
-                    .unwrap();
-                Outcome::Complete
-            }
+            move |ctx: TaskContext, _: serde_json::Value| report(handled.clone(), ctx)
         })
         .build()
         .unwrap();
